@@ -1,0 +1,298 @@
+//! Connection pooling: reuse, limits, idle release, keepalive, GOAWAY.
+
+// Test helpers outside #[test] functions panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hbone::{Error, Pool, PoolConfig, Server, ServerConfig};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+async fn echo_once(tunnel: &mut hbone::Tunnel, message: &[u8]) {
+    tunnel.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
+    tunnel.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_streams_share_one_tls_connection() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server = serve(&cert(&ca, "b", "server"), Echo).await;
+    let pool = Pool::new(PoolConfig::default());
+    let mut tasks = Vec::new();
+    for i in 0..100u32 {
+        let pool = pool.clone();
+        let request = request(&client, &server);
+        tasks.push(tokio::spawn(async move {
+            let mut tunnel = pool.connect(request).await.unwrap();
+            echo_once(&mut tunnel, format!("stream {i}").as_bytes()).await;
+            tunnel
+        }));
+    }
+    let mut tunnels = Vec::new();
+    for task in tasks {
+        tunnels.push(task.await.unwrap());
+    }
+    assert_eq!(tunnels.len(), 100);
+    assert_eq!(
+        pool.connections_opened(),
+        1,
+        "all 100 streams must share one connection"
+    );
+    assert_eq!(pool.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_full_connection_makes_the_pool_open_another() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server = serve(&cert(&ca, "b", "server"), Echo).await;
+    let pool = Pool::new(PoolConfig {
+        max_streams_per_connection: 2,
+        ..PoolConfig::default()
+    });
+    let mut first = pool.connect(request(&client, &server)).await.unwrap();
+    let mut second = pool.connect(request(&client, &server)).await.unwrap();
+    assert_eq!(pool.connections_opened(), 1);
+    let mut third = pool.connect(request(&client, &server)).await.unwrap();
+    assert_eq!(
+        pool.connections_opened(),
+        2,
+        "the third stream exceeds the limit of 2"
+    );
+    for tunnel in [&mut first, &mut second, &mut third] {
+        echo_once(tunnel, b"ok").await;
+    }
+    // A freed slot is reused instead of dialing again.
+    drop(first);
+    let _fourth = pool.connect(request(&client, &server)).await.unwrap();
+    assert_eq!(pool.connections_opened(), 2);
+}
+
+#[tokio::test]
+async fn different_sources_or_expectations_never_share_a_connection() {
+    let ca = ca();
+    let alice = cert(&ca, "a", "alice");
+    let bob = cert(&ca, "a", "bob");
+    let server = serve(&cert(&ca, "b", "server"), Echo).await;
+    let pool = Pool::new(PoolConfig::default());
+    let _a = pool.connect(request(&alice, &server)).await.unwrap();
+    let _b = pool.connect(request(&bob, &server)).await.unwrap();
+    let mut wider = request(&alice, &server);
+    wider
+        .expected_identities
+        .push("spiffe://cluster.local/ns/b/sa/other".parse().unwrap());
+    let _c = pool.connect(wider).await.unwrap();
+    assert_eq!(pool.connections_opened(), 3);
+}
+
+#[tokio::test]
+async fn idle_connections_are_released() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server = serve(&cert(&ca, "b", "server"), Echo).await;
+    let idle_timeout = Duration::from_millis(200);
+    let pool = Pool::new(PoolConfig {
+        idle_timeout,
+        ..PoolConfig::default()
+    });
+    let mut tunnel = pool.connect(request(&client, &server)).await.unwrap();
+    echo_once(&mut tunnel, b"busy").await;
+    // In use: kept well past the idle timeout.
+    tokio::time::sleep(idle_timeout * 3).await;
+    assert_eq!(
+        pool.open_connections(),
+        1,
+        "a connection with a stream is not idle"
+    );
+    drop(tunnel);
+    tokio::time::sleep(idle_timeout * 3).await;
+    assert_eq!(pool.open_connections(), 0, "an idle connection is released");
+    // And the next request dials afresh.
+    pool.connect(request(&client, &server)).await.unwrap();
+    assert_eq!(pool.connections_opened(), 2);
+}
+
+/// Forwards TCP between a client and `upstream` until told to black-hole,
+/// after which bytes are swallowed in both directions: a peer that died
+/// without closing its socket.
+async fn blackhole_proxy(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cut_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(upstream).await.unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(pump(client_read, server_write, cut_rx.clone()));
+            tokio::spawn(pump(server_read, client_write, cut_rx.clone()));
+        }
+    });
+    (addr, cut)
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !*cut.borrow() && to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn keepalive_pings_detect_a_dead_peer() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server = serve(&cert(&ca, "b", "server"), Echo).await;
+    let (proxy, cut) = blackhole_proxy(server.addr).await;
+    let pool = Pool::new(PoolConfig {
+        keepalive_interval: Duration::from_millis(100),
+        keepalive_timeout: Duration::from_millis(200),
+        ..PoolConfig::default()
+    });
+    let mut request = request(&client, &server);
+    request.destination = proxy;
+    let mut tunnel = pool.connect(request.clone()).await.unwrap();
+    echo_once(&mut tunnel, b"alive").await;
+    // Pings keep succeeding while the peer answers.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(pool.open_connections(), 1, "a live peer answers pings");
+
+    cut.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        pool.open_connections(),
+        0,
+        "a silent peer is dropped after a late pong"
+    );
+    let mut buf = [0u8; 1];
+    let read = tunnel.read(&mut buf).await;
+    assert!(
+        read.is_err() || read.unwrap() == 0,
+        "streams on a dead connection end"
+    );
+}
+
+#[tokio::test]
+async fn goaway_lets_open_streams_finish_and_sends_new_ones_elsewhere() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server_cert = cert(&ca, "b", "server");
+    let tls = Arc::new(identity::tls::server_config(&server_cert).unwrap());
+    let server = Server::new(tls, Arc::new(Echo), ServerConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The first connection gets its own drain signal, so only it is told
+    // to go away while the listener keeps accepting.
+    let (drain_first, drain_first_rx) = watch::channel(false);
+    let (_keep, keep_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let drain = if first {
+                drain_first_rx.clone()
+            } else {
+                keep_rx.clone()
+            };
+            first = false;
+            let server = server.clone();
+            tokio::spawn(async move { server.serve_connection(tcp, peer, drain).await });
+        }
+    });
+    let pool = Pool::new(PoolConfig::default());
+    let request = hbone::ConnectRequest {
+        source: client.clone(),
+        destination: addr,
+        expected_identities: vec![server_cert.identity.clone()],
+        authority: "10.0.0.7:8080".into(),
+        headers: http::HeaderMap::new(),
+    };
+    let mut old = pool.connect(request.clone()).await.unwrap();
+    echo_once(&mut old, b"before goaway").await;
+
+    drain_first.send(true).unwrap();
+    // Give the GOAWAY (and h2's follow-up ping) time to arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut new = pool.connect(request).await.unwrap();
+    assert_eq!(
+        pool.connections_opened(),
+        2,
+        "new streams go to a new connection"
+    );
+    echo_once(&mut new, b"new connection").await;
+    echo_once(&mut old, b"old stream still flows").await;
+    old.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    old.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn a_server_that_never_speaks_tls_times_out_the_handshake() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let pool = Pool::new(PoolConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..PoolConfig::default()
+    });
+    let request = hbone::ConnectRequest {
+        source: client,
+        destination: addr,
+        expected_identities: vec![],
+        authority: "10.0.0.7:8080".into(),
+        headers: http::HeaderMap::new(),
+    };
+    let error = pool.connect(request).await.unwrap_err();
+    assert!(matches!(error, Error::HandshakeTimeout { .. }), "{error:?}");
+    assert!(error.to_string().contains("timed out"), "{error}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error_that_says_so() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let pool = Pool::new(PoolConfig::default());
+    let request = hbone::ConnectRequest {
+        source: client,
+        destination: closed,
+        expected_identities: vec![],
+        authority: "10.0.0.7:8080".into(),
+        headers: http::HeaderMap::new(),
+    };
+    let error = pool.connect(request).await.unwrap_err();
+    assert!(matches!(error, Error::Connect { .. }), "{error:?}");
+    assert!(error.to_string().contains(&closed.to_string()), "{error}");
+}
