@@ -7,7 +7,8 @@
 //! prints HBONE/TLS and HBONE/TCP ratios from the mean of every measured
 //! iteration.
 //!
-//! Run: `cargo bench -p hbone --bench tunnel`
+//! Run: `cargo bench -p hbone --bench tunnel` (2 worker threads), and with
+//! `BENCH_RUNTIME=current_thread` for one thread (CPU cost without hand-offs).
 
 // A bench is a test program: a panic is the failure report, and its summary
 // goes to stdout like criterion's own.
@@ -204,11 +205,21 @@ fn mean(name: &str) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // BENCH_RUNTIME=current_thread puts both ends on one thread: no
+    // cross-thread hand-offs, so the ratios show CPU cost alone.
+    let single_thread = std::env::var("BENCH_RUNTIME").is_ok_and(|v| v == "current_thread");
+    let runtime = if single_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     let transports = runtime.block_on(transports());
     let mut criterion = Criterion::default()
         .sample_size(20)

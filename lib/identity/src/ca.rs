@@ -306,6 +306,31 @@ impl Ca {
         &self.trust_domain
     }
 
+    /// The signing certificate's private key, PKCS#8 PEM: what a
+    /// self-signed root must persist to survive a restart. Together with
+    /// [`Ca::roots_pem`] it forms the plug-in layout [`Ca::load_plugin`] reads
+    /// back. It is the only copy of the key: store it readable by its owner
+    /// only.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let ca = identity::Ca::self_signed("cluster.local", Duration::from_secs(3600))?;
+    /// let dir = tempfile::tempdir()?;
+    /// let root = ca.roots_pem().concat();
+    /// for file in ["ca-cert.pem", "root-cert.pem", "cert-chain.pem"] {
+    ///     std::fs::write(dir.path().join(file), &root)?;
+    /// }
+    /// std::fs::write(dir.path().join("ca-key.pem"), ca.signing_key_pem())?;
+    /// let reloaded = identity::Ca::load_plugin(dir.path(), "cluster.local")?;
+    /// assert_eq!(reloaded.roots_pem(), ca.roots_pem());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn signing_key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// Key, CSR, signature and assembly in one step: what tests, the local
     /// mesh and benches use when there is no network between them and the CA.
     pub fn issue(&self, id: &Identity, ttl: Duration) -> Result<WorkloadCert, CaError> {

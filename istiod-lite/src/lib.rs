@@ -1,0 +1,18 @@
+//! istiod-lite, the control plane: Kubernetes objects (from an API server or
+//! a directory of the same YAML) are translated, purely, into Istio's workload
+//! and authorization resources and pushed to proxies as delta xDS; the CA
+//! signs workload certificates for callers allowed to hold them.
+//!
+//! Translation must never do I/O: sources feed objects in, the push layer
+//! takes resources out, and everything between is a function of its input.
+//!
+//! # Layout
+//!
+//! - `model`: the Kubernetes kinds we read, including our own CRD types.
+//! - `translate`: objects to `istio.workload.Address` / `istio.security.Authorization`.
+//! - `ca`: the `IstioCertificateService` with authentication and node authorization.
+
+pub mod ca;
+
+pub mod model;
+pub mod translate;
