@@ -15,4 +15,7 @@
 pub mod ca;
 
 pub mod model;
+pub mod pipeline;
+pub mod server;
+pub mod sources;
 pub mod translate;

@@ -142,6 +142,8 @@ pub enum CaError {
         #[source]
         source: rcgen::Error,
     },
+    #[error("cannot sign a serving certificate for [{names}]: {reason}")]
+    ServerCert { names: String, reason: String },
     #[error("the system random generator failed: cannot draw a serial number")]
     Random,
     #[error("certificate issued for {identity} is not usable: {source}")]
@@ -337,6 +339,74 @@ impl Ca {
         let (key, csr) = key_and_csr(id)?;
         let chain = self.sign_csr(&csr, id, ttl)?;
         assemble(id, &key, &chain)
+    }
+
+    /// A TLS serving certificate for the control plane, named by DNS names
+    /// (and IP addresses, for entries that parse as one), valid from a
+    /// minute ago for `ttl` (never past the signing certificate's expiry).
+    /// Returns the chain without the root (leaf, then intermediates) and the
+    /// leaf's key, ready for a rustls server config. Clients that trust the
+    /// mesh root can then verify the control plane by its DNS name.
+    pub fn issue_server_cert(
+        &self,
+        names: &[&str],
+        ttl: Duration,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
+        let joined = names.join(", ");
+        let error = |reason: String| CaError::ServerCert {
+            names: joined.clone(),
+            reason,
+        };
+        if names.is_empty() {
+            return Err(error("no name given".to_owned()));
+        }
+        let now = SystemTime::now();
+        let not_after = checked_add(now, ttl)?.min(self.signer_not_after);
+        if not_after <= now {
+            return Err(CaError::Validity(format!(
+                "the signing certificate expired at {}: rotate the CA certificate",
+                OffsetDateTime::from(self.signer_not_after)
+            )));
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        for name in names {
+            let san = match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => {
+                    // rcgen accepts any IA5 string; check what clients will
+                    // match against, so a typo fails here and not in them.
+                    rustls_pki_types::DnsName::try_from(*name)
+                        .map_err(|e| error(format!("{name:?} is not a DNS name: {e}")))?;
+                    SanType::DnsName(
+                        (*name)
+                            .try_into()
+                            .map_err(|e| error(format!("{name:?} is not a DNS name: {e}")))?,
+                    )
+                }
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial(self.random)?);
+        params.not_before = OffsetDateTime::from(now - BACKDATE);
+        params.not_after = OffsetDateTime::from(not_after);
+        let key = cert::generate_key().map_err(|e| error(e.to_string()))?;
+        let leaf = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| error(e.to_string()))?;
+        let mut chain = vec![leaf.der().clone()];
+        for pem in &self.chain_pem {
+            chain.extend(
+                cert::certs_from_pem("signing chain", pem).map_err(|e| error(e.to_string()))?,
+            );
+        }
+        let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        Ok((chain, key))
     }
 
     /// Like [`Ca::issue`], with an exact validity window (which may lie in

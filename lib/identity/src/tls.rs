@@ -40,6 +40,8 @@ pub enum TlsError {
     },
     #[error("certificate for {identity} has no trust anchors: the CA response lacked a root")]
     NoRoots { identity: Identity },
+    #[error("cannot build the control plane's TLS config: {0}")]
+    ControlPlane(#[source] rustls::Error),
     #[error("mesh root certificate is not a usable trust anchor: {0}")]
     BadRoot(webpki::Error),
     #[error("peer presented no certificate (was the handshake completed?)")]
@@ -113,6 +115,25 @@ pub fn server_config(cert: &WorkloadCert) -> Result<ServerConfig, TlsError> {
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The control plane's gRPC server config (xDS and CA on 15012): TLS 1.3,
+/// ALPN `h2`, presenting `chain` (a DNS-named certificate from
+/// [`crate::Ca::issue_server_cert`]) and asking for no client certificate,
+/// because proxies authenticate to the control plane with bearer tokens, as
+/// Istio's ztunnel does with istiod.
+pub fn control_plane_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsError::ControlPlane)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(TlsError::ControlPlane)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }
 

@@ -493,3 +493,44 @@ fn plugin_ca_whose_signing_certificate_is_no_ca_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn server_cert_validates_for_its_dns_names_and_ip_and_nothing_else() {
+    let ca = mesh_ca();
+    let (chain, _key) = ca
+        .issue_server_cert(&["istiod.istio-system.svc", "localhost", "127.0.0.1"], HOUR)
+        .unwrap();
+    assert_eq!(chain.len(), 1, "self-signed root: the leaf alone");
+    let anchors: Vec<_> = ca
+        .root_certs()
+        .iter()
+        .map(|root| webpki::anchor_from_trusted_cert(root).unwrap().to_owned())
+        .collect();
+    let leaf = webpki::EndEntityCert::try_from(&chain[0]).unwrap();
+    leaf.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &[],
+        UnixTime::now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .unwrap();
+    let name = |n: &str| rustls_pki_types::ServerName::try_from(n.to_owned()).unwrap();
+    for ok in ["istiod.istio-system.svc", "localhost", "127.0.0.1"] {
+        leaf.verify_is_valid_for_subject_name(&name(ok)).unwrap();
+    }
+    assert!(
+        leaf.verify_is_valid_for_subject_name(&name("istiod.other.svc"))
+            .is_err()
+    );
+    assert!(matches!(
+        ca.issue_server_cert(&[], HOUR),
+        Err(CaError::ServerCert { .. })
+    ));
+    assert!(matches!(
+        ca.issue_server_cert(&["not a name!"], HOUR),
+        Err(CaError::ServerCert { .. })
+    ));
+}

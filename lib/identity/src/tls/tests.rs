@@ -236,3 +236,48 @@ fn certificate_without_roots_cannot_build_a_config() {
     let error = client_config(&cert, &[]).unwrap_err();
     assert!(error.to_string().contains("no trust anchors"), "{error}");
 }
+
+#[tokio::test]
+async fn control_plane_config_serves_a_dns_named_certificate_without_client_auth() {
+    let ca = mesh_ca();
+    let (chain, key) = ca
+        .issue_server_cert(&["istiod.istio-system.svc"], HOUR)
+        .unwrap();
+    let server = control_plane_server_config(chain, key).unwrap();
+    assert_eq!(server.alpn_protocols, vec![ALPN_H2.to_vec()]);
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for root in ca.root_certs() {
+        roots.add(root).unwrap();
+    }
+    let mut client = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![ALPN_H2.to_vec()];
+    let connector = TlsConnector::from(Arc::new(client));
+
+    for (name, accepted) in [
+        ("istiod.istio-system.svc", true),
+        ("istiod.elsewhere.svc", false),
+    ] {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let acceptor = acceptor.clone();
+        let server_side = tokio::spawn(async move {
+            let mut tls = acceptor.accept(server_io).await.ok()?;
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.ok()?;
+            Some(byte[0])
+        });
+        let server_name = ServerName::try_from(name.to_owned()).unwrap();
+        let result = connector.connect(server_name, client_io).await;
+        assert_eq!(result.is_ok(), accepted, "{name}: {:?}", result.err());
+        if let Ok(mut tls) = result {
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN_H2));
+            tls.write_all(b"x").await.unwrap();
+            assert_eq!(server_side.await.unwrap(), Some(b'x'));
+        }
+    }
+}
