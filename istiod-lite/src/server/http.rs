@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 use xds::ResourceStore;
 
 use super::debug;
@@ -33,18 +33,9 @@ pub(super) async fn serve(
     state: Arc<HttpState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = super::stopped(&mut shutdown) => break,
-            result = listener.accept() => match result {
-                Ok(pair) => pair,
-                Err(error) => {
-                    warn!(%error, "accepting an HTTP connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) =
+        super::accept_until_stopped(&listener, "HTTP", &mut shutdown).await
+    {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {

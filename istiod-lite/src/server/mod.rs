@@ -344,6 +344,28 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Accepts the next connection, or `None` once `shutdown` fires. Accept
+/// errors (out of file descriptors and the like) are logged and retried
+/// after a pause instead of spinning on an error that persists.
+async fn accept_until_stopped(
+    listener: &TcpListener,
+    what: &'static str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = stopped(shutdown) => return None,
+            result = listener.accept() => match result {
+                Ok(pair) => return Some(pair),
+                Err(error) => {
+                    tracing::warn!(%error, what, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
 async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await

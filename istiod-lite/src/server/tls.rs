@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// How long a client has to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,20 +42,9 @@ pub(super) fn incoming(
 ) -> mpsc::Receiver<Result<TlsConnection, io::Error>> {
     let (accepted, rx) = mpsc::channel(ACCEPTED_QUEUE);
     tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = super::stopped(&mut shutdown) => break,
-                result = listener.accept() => match result {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off
-                        // instead of spinning on an error that persists.
-                        warn!(%error, "accepting a gRPC connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((tcp, peer)) =
+            super::accept_until_stopped(&listener, "gRPC", &mut shutdown).await
+        {
             let info = TcpConnectInfo {
                 local_addr: tcp.local_addr().ok(),
                 remote_addr: Some(peer),
