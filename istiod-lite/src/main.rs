@@ -1,6 +1,14 @@
-//! The control plane binary: config from a directory of Kubernetes YAML, the
-//! CA, incremental delta xDS push over TLS on 15012, and readiness, metrics
-//! and debug on 15014. Every flag can also be set from the environment.
+//! The control plane binary: config from a directory of Kubernetes YAML
+//! (`--source files`) or from a Kubernetes API server (`--source kubernetes`),
+//! the CA, incremental delta xDS push over TLS on 15012, and readiness,
+//! metrics and debug on 15014. Every flag can also be set from the
+//! environment.
+//!
+//! The source also decides how the CA authenticates its callers: in file
+//! mode a ztunnel presents its node's bootstrap token from the state
+//! directory; in Kubernetes mode a caller presents its projected
+//! service-account token, which the API server reviews (`--token-audience`,
+//! `--trusted-node-account`).
 //!
 //! Logging follows `RUST_LOG` (default `info`).
 
@@ -10,21 +18,38 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
-use istiod_lite::ca::CaConfig;
+use clap::{Parser, ValueEnum};
+use istiod_lite::ca::{
+    CaConfig, DEFAULT_AUDIENCE, DEFAULT_NODE_ACCOUNT, ServiceAccountName, TokenReviewConfig,
+};
 use istiod_lite::pipeline::PipelineConfig;
-use istiod_lite::server::{Server, ServerConfig};
-use istiod_lite::sources::file::FileSource;
+use istiod_lite::server::{CaAuth, Server, ServerConfig};
+use istiod_lite::sources::file::{self, FileSource};
+use istiod_lite::sources::kubernetes::KubeSource;
 use istiod_lite::translate::MeshConfig;
 use tracing::error;
+
+/// Where the mesh's config comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceKind {
+    /// A directory of Kubernetes YAML (`--config-dir`), watched for changes.
+    Files,
+    /// The Kubernetes API server: in-cluster, or from the kubeconfig.
+    Kubernetes,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "istiod-lite", version, about)]
 struct Args {
+    /// Where the mesh's config comes from; also decides how CA callers
+    /// authenticate (bootstrap tokens, or TokenReview).
+    #[arg(long, env = "ISTIOD_LITE_SOURCE", value_enum, default_value_t = SourceKind::Files)]
+    source: SourceKind,
     /// Directory of Kubernetes YAML files to serve (watched for changes).
+    /// Required with `--source files`, refused otherwise.
     #[arg(long, env = "ISTIOD_LITE_CONFIG_DIR")]
-    config_dir: PathBuf,
-    /// Directory for the CA root, node tokens and root-cert.pem.
+    config_dir: Option<PathBuf>,
+    /// Directory for the CA root, node tokens (file mode) and root-cert.pem.
     #[arg(long, env = "ISTIOD_LITE_STATE_DIR")]
     state_dir: PathBuf,
     /// Istio plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem,
@@ -48,11 +73,46 @@ struct Args {
     #[arg(long, env = "ISTIOD_LITE_CLUSTER_ID", default_value = "Kubernetes")]
     cluster_id: String,
     /// Flush a batch of changes once the source has been quiet this long.
-    #[arg(long, env = "ISTIOD_LITE_DEBOUNCE_MS", default_value_t = 100)]
+    /// Shorter than istiod's 100 ms: a push costs well under a millisecond
+    /// of translation here (docs/performance.md), and bursts (a relist, a
+    /// directory re-read) arrive back to back, so 10 ms still coalesces them.
+    #[arg(long, env = "ISTIOD_LITE_DEBOUNCE_MS", default_value_t = 10)]
     debounce_ms: u64,
     /// ... but never hold a change longer than this.
-    #[arg(long, env = "ISTIOD_LITE_MAX_DEBOUNCE_MS", default_value_t = 1000)]
+    #[arg(long, env = "ISTIOD_LITE_MAX_DEBOUNCE_MS", default_value_t = 100)]
     max_debounce_ms: u64,
+    /// `--source files`: read a changed file once the config directory has
+    /// been quiet this long, so a file written in several steps is read
+    /// whole. 0 suits directories written only by atomic renames.
+    #[arg(long, env = "ISTIOD_LITE_FILE_SETTLE_MS", default_value_t = file::DEFAULT_SETTLE_MS)]
+    file_settle_ms: u64,
+    /// Kubernetes mode: an audience a caller's service-account token must be
+    /// valid for (repeatable, or comma-separated).
+    #[arg(
+        long = "token-audience",
+        value_name = "AUDIENCE",
+        env = "ISTIOD_LITE_TOKEN_AUDIENCE",
+        value_delimiter = ',',
+        default_value = DEFAULT_AUDIENCE
+    )]
+    token_audiences: Vec<String>,
+    /// Kubernetes mode: a service account `<namespace>/<name>` whose tokens
+    /// make a node proxy, which may obtain the identities of workloads on its
+    /// node (repeatable, or comma-separated; Istio's CA_TRUSTED_NODE_ACCOUNTS).
+    #[arg(
+        long = "trusted-node-account",
+        value_name = "NAMESPACE/NAME",
+        env = "ISTIOD_LITE_TRUSTED_NODE_ACCOUNT",
+        value_delimiter = ',',
+        default_value = DEFAULT_NODE_ACCOUNT
+    )]
+    trusted_node_accounts: Vec<ServiceAccountName>,
+}
+
+/// The config source, with what it needs.
+enum Source {
+    Files(FileSource),
+    Kubernetes(TokenReviewConfig),
 }
 
 fn main() -> ExitCode {
@@ -73,19 +133,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    if args.debounce_ms == 0 || args.max_debounce_ms < args.debounce_ms {
-        bail!(
-            "--max-debounce-ms ({}) must be at least --debounce-ms ({}), which must be above 0",
-            args.max_debounce_ms,
-            args.debounce_ms
-        );
-    }
-    if !args.config_dir.is_dir() {
-        bail!(
-            "--config-dir {} is not a directory: create it, or point at the directory holding the mesh's YAML",
-            args.config_dir.display()
-        );
-    }
+    check_debounce(args.debounce_ms, args.max_debounce_ms)?;
+    let source = source(&args)?;
     let config = ServerConfig {
         state_dir: args.state_dir,
         plugin_ca_dir: args.plugin_ca_dir,
@@ -101,21 +150,96 @@ fn run(args: Args) -> anyhow::Result<()> {
             max_debounce: Duration::from_millis(args.max_debounce_ms),
         },
         ca: CaConfig::default(),
+        auth: CaAuth::NodeTokens,
     };
-    let config_dir = args.config_dir;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        Server::run(config, move |events| async move {
-            if let Err(error) = FileSource::new(config_dir).run(events).await {
-                // The server keeps serving the last pushed config; the
-                // operator sees this and /ready or /debug.
-                error!(%error, "the file config source stopped; changes are no longer picked up");
-            }
-        })
-        .await
-    })?;
+    runtime.block_on(serve(config, source))
+}
+
+async fn serve(config: ServerConfig, source: Source) -> anyhow::Result<()> {
+    match source {
+        Source::Files(files) => {
+            Server::run(config, move |events| async move {
+                if let Err(error) = files.run(events).await {
+                    // The server keeps serving the last pushed config; the
+                    // operator sees this and /ready or /debug.
+                    error!(%error, "the file config source stopped; changes are no longer picked up");
+                }
+            })
+            .await?;
+        }
+        Source::Kubernetes(review) => {
+            // One client for the watchers and the CA's TokenReviews.
+            let client = kube::Client::try_default().await.context(
+                "cannot build a Kubernetes client: in a pod, check that the service account \
+                 token is mounted (automountServiceAccountToken) and KUBERNETES_SERVICE_HOST is \
+                 set; outside, check $KUBECONFIG or ~/.kube/config and its current context",
+            )?;
+            let auth = CaAuth::Kubernetes {
+                client: client.clone(),
+                review,
+            };
+            Server::run(ServerConfig { auth, ..config }, move |events| {
+                KubeSource::new(client).run(events)
+            })
+            .await?;
+        }
+    }
     Ok(())
+}
+
+fn check_debounce(debounce_ms: u64, max_debounce_ms: u64) -> anyhow::Result<()> {
+    if debounce_ms == 0 || max_debounce_ms < debounce_ms {
+        bail!(
+            "--max-debounce-ms ({max_debounce_ms}) must be at least --debounce-ms \
+             ({debounce_ms}), which must be above 0"
+        );
+    }
+    Ok(())
+}
+
+/// The source `--source` names, checked against the flags it needs.
+fn source(args: &Args) -> anyhow::Result<Source> {
+    match (args.source, &args.config_dir) {
+        (SourceKind::Files, None) => bail!(
+            "--source files needs --config-dir (or ISTIOD_LITE_CONFIG_DIR): the directory \
+             holding the mesh's YAML; or use --source kubernetes to read an API server"
+        ),
+        (SourceKind::Files, Some(dir)) if !dir.is_dir() => bail!(
+            "--config-dir {} is not a directory: create it, or point at the directory holding \
+             the mesh's YAML",
+            dir.display()
+        ),
+        (SourceKind::Files, Some(dir)) => Ok(Source::Files(
+            FileSource::new(dir).with_settle(Duration::from_millis(args.file_settle_ms)),
+        )),
+        (SourceKind::Kubernetes, Some(dir)) => bail!(
+            "--config-dir {} is only read with --source files: with --source kubernetes the \
+             config comes from the API server; remove --config-dir (or ISTIOD_LITE_CONFIG_DIR)",
+            dir.display()
+        ),
+        (SourceKind::Kubernetes, None) => Ok(Source::Kubernetes(token_review_config(args)?)),
+    }
+}
+
+fn token_review_config(args: &Args) -> anyhow::Result<TokenReviewConfig> {
+    let audiences: Vec<String> = args
+        .token_audiences
+        .iter()
+        .map(|audience| audience.trim().to_owned())
+        .collect();
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        bail!(
+            "--token-audience must name at least one non-empty audience (Istio's is \
+             {DEFAULT_AUDIENCE}): with none, every token would be refused"
+        );
+    }
+    Ok(TokenReviewConfig {
+        audiences,
+        trusted_node_accounts: args.trusted_node_accounts.clone(),
+        ..TokenReviewConfig::default()
+    })
 }

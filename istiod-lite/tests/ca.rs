@@ -637,7 +637,12 @@ mod ca_state {
         let error = NodeTokens::open(state.path(), ["node-a"]).unwrap_err();
         assert!(error.to_string().contains("node-a.token"), "{error}");
         assert!(error.to_string().contains("128 bits"), "{error}");
+        // Every token on disk is loaded at open, so the broken one fails an
+        // open that does not name its node too.
+        let error = NodeTokens::open(state.path(), [] as [&str; 0]).unwrap_err();
+        assert!(error.to_string().contains("node-a.token"), "{error}");
 
+        std::fs::remove_file(&short)?;
         let error = NodeTokens::open(state.path(), ["../escape"]).unwrap_err();
         assert!(
             matches!(error, CaStoreError::InvalidNodeName { .. }),

@@ -10,6 +10,7 @@
 // Helpers outside #[test] functions unwrap too: a panic is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,6 +64,14 @@ impl Harness {
     /// Writes `files`, starts the source, and returns it with its initial
     /// events (everything up to `Synced`).
     async fn start(files: &[(&str, String)]) -> (Self, Vec<SourceEvent>) {
+        Self::start_with_settle(files, Duration::from_millis(50)).await
+    }
+
+    /// [`Harness::start`] with the source's quiet window set to `settle`.
+    async fn start_with_settle(
+        files: &[(&str, String)],
+        settle: Duration,
+    ) -> (Self, Vec<SourceEvent>) {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -70,7 +79,7 @@ impl Harness {
         let (tx, events) = mpsc::channel(64);
         // A long rescan interval: these tests prove the watcher, not the rescan.
         let source = FileSource::new(dir.path())
-            .with_debounce(Duration::from_millis(50))
+            .with_settle(settle)
             .with_rescan_interval(Duration::from_secs(3600));
         let task = tokio::spawn(source.run(tx));
         let mut harness = Self { dir, events, task };
@@ -398,6 +407,46 @@ async fn editor_style_atomic_saves_work() {
     // Renamed away (to a name we ignore) is a delete.
     std::fs::rename(harness.path("a.yaml"), harness.path("a.yaml.bak")).unwrap();
     assert_eq!(harness.changes("a.yaml").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_file_written_in_two_parts_within_the_quiet_window_is_read_once_whole() {
+    // A window far longer than the pause between the parts, so a loaded
+    // machine cannot stretch the pause past it.
+    let settle = Duration::from_millis(500);
+    let (mut harness, _) = Harness::start_with_settle(
+        &[("a.yaml", docs(&[pod("a", "v1"), pod("b", "v1")]))],
+        settle,
+    )
+    .await;
+
+    // The first part alone is a valid file without b: read early, it would
+    // send a Remove of b.
+    let first = format!("{}---\n", pod("a", "v2"));
+    let mut file = std::fs::File::create(harness.path("a.yaml")).unwrap();
+    file.write_all(first.as_bytes()).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    file.write_all(pod("b", "v2").as_bytes()).unwrap();
+    drop(file);
+
+    let mut changes = harness.changes("a.yaml").await;
+    changes.sort_by_key(|change| match change {
+        Change::Upsert(object) => object.key(),
+        Change::Remove(key) => key.clone(),
+    });
+    match changes.as_slice() {
+        [Change::Upsert(a), Change::Upsert(b)] => {
+            assert_eq!((a.key(), pod_version(a)), (pod_key("a"), "v2".into()));
+            assert_eq!((b.key(), pod_version(b)), (pod_key("b"), "v2".into()));
+        }
+        other => panic!("expected the whole file, a and b at v2, in one read: {other:?}"),
+    }
+
+    // Nothing else came of the write: the next event is the next edit's.
+    harness.write("a.yaml", &docs(&[pod("a", "v3"), pod("b", "v2")]));
+    let object = only_upsert(harness.changes("a.yaml").await);
+    assert_eq!(pod_version(&object), "v3");
 }
 
 #[tokio::test]

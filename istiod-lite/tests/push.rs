@@ -75,7 +75,9 @@ fn names(response: &DeltaDiscoveryResponse) -> BTreeMap<String, String> {
 
 /// A stream subscribed to `type_url` alone.
 async fn subscribe(running: &Running, type_url: &str) -> RawStream {
-    let stream = RawStream::open(running.channel()).await.unwrap();
+    let stream = RawStream::open(running.channel(), &running.xds_token())
+        .await
+        .unwrap();
     stream.subscribe(type_url).await;
     stream
 }
@@ -98,8 +100,9 @@ async fn synced_mesh(debounce: Duration) -> (Running, RawStream, RawStream) {
 #[tokio::test]
 async fn nothing_is_pushed_before_synced_then_the_full_state_once() {
     let running = Running::start(Duration::from_millis(20), Duration::from_millis(200)).await;
-    let addresses = tokio::spawn(RawStream::open(running.channel()));
-    let authorizations = tokio::spawn(RawStream::open(running.channel()));
+    let open = |channel, token: String| async move { RawStream::open(channel, &token).await };
+    let addresses = tokio::spawn(open(running.channel(), running.xds_token()));
+    let authorizations = tokio::spawn(open(running.channel(), running.xds_token()));
     running.upsert(MESH).await;
 
     // The streams are held until the first full push: no response, not even

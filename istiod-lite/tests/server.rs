@@ -92,7 +92,9 @@ async fn grpc_port_is_tls_for_the_istiod_name_under_the_mesh_root_only() {
     let running = synced().await;
 
     // Trusting the mesh root, checking istiod.istio-system.svc: served.
-    let mut stream = RawStream::open(running.channel()).await.unwrap();
+    let mut stream = RawStream::open(running.channel(), &running.xds_token())
+        .await
+        .unwrap();
     stream.subscribe(ADDRESS_TYPE_URL).await;
     let initial = stream.recv().await;
     assert_eq!(initial.type_url, ADDRESS_TYPE_URL);
@@ -100,17 +102,53 @@ async fn grpc_port_is_tls_for_the_istiod_name_under_the_mesh_root_only() {
     let root = std::fs::read(running.state.path().join("root-cert.pem")).unwrap();
     // Another name than the certificate's: the handshake fails.
     let wrong_name = tls_channel(running.grpc, &root, "istiod.elsewhere.svc");
-    let error = RawStream::open(wrong_name).await.err().unwrap();
+    let error = RawStream::open(wrong_name, &running.xds_token())
+        .await
+        .err()
+        .unwrap();
     assert_eq!(error.code(), Code::Unavailable, "{error}");
 
     // Another root: the handshake fails.
     let other = identity::Ca::self_signed("cluster.local", Duration::from_secs(3600)).unwrap();
     let other_root = other.roots_pem().concat();
     let untrusted = tls_channel(running.grpc, other_root.as_bytes(), ISTIOD_NAME);
-    let error = RawStream::open(untrusted).await.err().unwrap();
+    let error = RawStream::open(untrusted, &running.xds_token())
+        .await
+        .err()
+        .unwrap();
     assert_eq!(error.code(), Code::Unavailable, "{error}");
 
     // The client address reaches the xDS server through our TLS wrapper.
+    assert_eq!(running.ads.stats().snapshot().connected_clients, 1);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_streams_need_a_known_token() {
+    let running = synced().await;
+    // A known node token: served (the positive case of the test above).
+    let mut stream = RawStream::open(running.channel(), &running.xds_token())
+        .await
+        .unwrap();
+    stream.subscribe(ADDRESS_TYPE_URL).await;
+    stream.recv().await;
+
+    // An unknown token, and a stream without one at all: refused before
+    // anything is served, and never admitted to the xDS server.
+    let error = RawStream::open(running.channel(), "not-a-token")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), Code::Unauthenticated, "{error}");
+    assert!(error.message().contains("bearer token"), "{error}");
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    let error = proto::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(running.channel())
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .err()
+        .unwrap();
+    drop(requests);
+    assert_eq!(error.code(), Code::Unauthenticated, "{error}");
     assert_eq!(running.ads.stats().snapshot().connected_clients, 1);
     running.shutdown().await;
 }
@@ -172,7 +210,9 @@ async fn ready_metrics_and_debug_endpoints_then_graceful_shutdown() {
     .await;
 
     // A connected client, so the gauges and histogram have something.
-    let mut stream = RawStream::open(running.channel()).await.unwrap();
+    let mut stream = RawStream::open(running.channel(), &running.xds_token())
+        .await
+        .unwrap();
     stream.subscribe(ADDRESS_TYPE_URL).await;
     stream.recv().await;
 

@@ -46,6 +46,8 @@ use tonic::transport::{Channel, Endpoint};
 pub const WAIT: Duration = Duration::from_secs(10);
 /// The DNS name clients verify, as ztunnel does by default.
 pub const ISTIOD_NAME: &str = "istiod.istio-system.svc";
+/// The node whose token test clients present on discovery streams.
+pub const TEST_CLIENT_NODE: &str = "test-client";
 
 /// A running server with its state directory and event channel.
 pub struct Running {
@@ -75,7 +77,11 @@ impl Running {
                 ..PipelineConfig::default()
             },
             ca: CaConfig::default(),
+            auth: istiod_lite::server::CaAuth::NodeTokens,
         };
+        // The token test clients present on discovery streams: a node
+        // provisioned before any pod runs there.
+        istiod_lite::ca::NodeTokens::open(state.path(), [TEST_CLIENT_NODE]).unwrap();
         let server = Server::bind(config).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let mut running = Running {
@@ -119,6 +125,11 @@ impl Running {
     pub fn channel(&self) -> Channel {
         let root = std::fs::read(self.state.path().join("root-cert.pem")).unwrap();
         tls_channel(self.grpc, &root, ISTIOD_NAME)
+    }
+
+    /// The bearer token of discovery streams opened by tests.
+    pub fn xds_token(&self) -> String {
+        self.token(TEST_CLIENT_NODE)
     }
 
     pub fn token(&self, node: &str) -> String {
@@ -214,11 +225,16 @@ pub struct RawStream {
 }
 
 impl RawStream {
-    pub async fn open(channel: Channel) -> Result<RawStream, tonic::Status> {
+    /// Opens a stream presenting `token` as `authorization: Bearer`.
+    pub async fn open(channel: Channel, token: &str) -> Result<RawStream, tonic::Status> {
         let (requests, rx) = mpsc::channel(16);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
         let responses = AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
-            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .delta_aggregated_resources(request)
             .await?
             .into_inner();
         Ok(RawStream {

@@ -1,7 +1,7 @@
 //! Who is calling, and which identities they may obtain.
 //!
 //! Authentication is a trait because its source differs by mode: bootstrap
-//! tokens in file mode, Kubernetes TokenReview later. Authorization is one
+//! tokens in file mode, Kubernetes TokenReview in Kubernetes mode. Authorization is one
 //! pure rule over data, Kubernetes' node authorization as Istio applies it to
 //! ztunnel: a node proxy may obtain the identity of a workload scheduled on
 //! its own node, and a workload only its own identity. Which identities run
@@ -28,7 +28,8 @@ pub enum Caller {
 pub enum AuthError {
     #[error(
         "the request carries no bearer token: send `authorization: Bearer <token>` with the \
-         node's token (tokens/<node>.token in istiod-lite's state directory)"
+         node's token (tokens/<node>.token in istiod-lite's state directory), or in Kubernetes \
+         mode the pod's projected service-account token"
     )]
     MissingToken,
     #[error("the authorization metadata is not of the form `Bearer <token>`")]
@@ -38,6 +39,33 @@ pub enum AuthError {
          (tokens/<node>.token in istiod-lite's state directory)"
     )]
     UnknownToken,
+    #[error(
+        "the Kubernetes API server rejected the bearer token ({reason}): send the pod's current \
+         projected service-account token with audience {audiences}"
+    )]
+    TokenRejected { reason: String, audiences: String },
+    #[error(
+        "the bearer token belongs to {username:?}, not to a service account: only \
+         service-account tokens (system:serviceaccount:<namespace>:<name>) obtain certificates"
+    )]
+    NotServiceAccount { username: String },
+    #[error(
+        "the token of node proxy account {account} names no node (user.extra \
+         \"authentication.kubernetes.io/node-name\"): the node proxy must send a bound projected \
+         service-account token from Kubernetes 1.30 or later, which carries its node's name"
+    )]
+    NoNodeName { account: String },
+    #[error(
+        "cannot review the bearer token, the Kubernetes API server is unreachable or failing \
+         ({reason}): retry; check that istiod-lite reaches the API server"
+    )]
+    ReviewUnavailable { reason: String },
+    #[error(
+        "the Kubernetes API server refused istiod-lite's TokenReview ({reason}): check that \
+         istiod-lite's service account may `create` `tokenreviews.authentication.k8s.io` (RBAC) \
+         and that its own credentials are valid"
+    )]
+    ReviewRefused { reason: String },
 }
 
 /// Finds out who sent a request, from its gRPC metadata.
@@ -107,6 +135,16 @@ pub(super) fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
             }
         }
         _ => Err(AuthError::NotBearer),
+    }
+}
+
+// === impl AuthError ===
+
+impl AuthError {
+    /// Whether the same request may succeed later without the caller
+    /// changing anything: our dependency failed, not the caller's credential.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AuthError::ReviewUnavailable { .. })
     }
 }
 

@@ -67,7 +67,8 @@ pub struct CaCounts {
     pub denied: u64,
     /// Malformed requests: the CSR or the impersonation metadata.
     pub bad_csr: u64,
-    /// Our side failed (signing, an expired signing certificate).
+    /// Our side failed (signing, an expired signing certificate, an unreachable
+    /// API server for TokenReview).
     pub failed: u64,
 }
 
@@ -83,6 +84,9 @@ pub struct CaService<A, D> {
 /// Why a request was not answered with a certificate.
 enum Refusal {
     Unauthenticated(AuthError),
+    /// Authentication could not be done now (the API server that reviews
+    /// tokens is unreachable): UNAVAILABLE, so that the caller retries.
+    Unavailable(AuthError),
     Denied(Denied),
     BadRequest(String),
     /// Our side failed; the message says what.
@@ -158,6 +162,9 @@ impl<A: Authenticator, D: NodeDirectory> CaService<A, D> {
     ) -> Result<IstioCertificateResponse, Status> {
         let caller = match self.authenticator.authenticate(request.metadata()).await {
             Ok(caller) => caller,
+            Err(error) if error.is_retryable() => {
+                return Err(self.refuse(Refusal::Unavailable(error), None, None));
+            }
             Err(error) => return Err(self.refuse(Refusal::Unauthenticated(error), None, None)),
         };
         let request = request.into_inner();
@@ -237,6 +244,11 @@ impl<A: Authenticator, D: NodeDirectory> CaService<A, D> {
                 &self.stats.unauthenticated,
                 "unauthenticated",
                 Status::unauthenticated(e.to_string()),
+            ),
+            Refusal::Unavailable(e) => (
+                &self.stats.failed,
+                "unavailable",
+                Status::unavailable(e.to_string()),
             ),
             Refusal::Denied(e) => (
                 &self.stats.denied,

@@ -37,8 +37,14 @@ pub struct NodeTokens {
 // === impl NodeTokens ===
 
 impl NodeTokens {
-    /// Loads or creates the token of each of `nodes` under
-    /// `<state_dir>/tokens/`.
+    /// Loads every token already under `<state_dir>/tokens/`, then loads or
+    /// creates the token of each of `nodes`.
+    ///
+    /// Loading what is on disk matters after a restart: a node's ztunnel
+    /// reconnects at once, before the config source has re-read the pods
+    /// that would name its node, and must not be refused meanwhile. It also
+    /// lets an operator provision a token for a node before any pod runs
+    /// there.
     pub fn open<I, S>(state_dir: &Path, nodes: I) -> Result<NodeTokens, CaStoreError>
     where
         I: IntoIterator<Item = S>,
@@ -50,10 +56,37 @@ impl NodeTokens {
             dir,
             tokens: RwLock::default(),
         };
+        for node in tokens.nodes_on_disk()? {
+            tokens.ensure_node(&node)?;
+        }
         for node in nodes {
             tokens.ensure_node(node.as_ref())?;
         }
         Ok(tokens)
+    }
+
+    /// Node names of the `<node>.token` files in the tokens directory; other
+    /// files (editor backups, partial writes) are skipped with a warning.
+    fn nodes_on_disk(&self) -> Result<Vec<String>, CaStoreError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| CaStoreError::Io {
+            action: "list the node tokens in",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut nodes = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(node) = name.to_str().and_then(|n| n.strip_suffix(".token")) else {
+                continue;
+            };
+            if check_node_name(node).is_ok() {
+                nodes.push(node.to_owned());
+            } else {
+                tracing::warn!(file = ?name, "ignoring a token file whose name is not a node name");
+            }
+        }
+        nodes.sort();
+        Ok(nodes)
     }
 
     /// Makes sure `node` has a token, reusing the one on disk if there is
@@ -218,6 +251,19 @@ mod tests {
         for node in ["node-1", "worker.example.com", "n1"] {
             check_node_name(node).unwrap();
         }
+    }
+
+    #[test]
+    fn tokens_on_disk_are_known_after_a_restart_without_naming_their_nodes() {
+        let state = tempfile::tempdir().unwrap();
+        let first = NodeTokens::open(state.path(), ["node-a"]).unwrap();
+        let token = read_token(&first.token_path("node-a")).unwrap();
+        std::fs::write(state.path().join("tokens/notes.txt"), "not a token").unwrap();
+        // A restart that has not seen node-a's pods yet still knows it.
+        let restarted = NodeTokens::open(state.path(), [] as [&str; 0]).unwrap();
+        assert_eq!(restarted.node_of(&token).as_deref(), Some("node-a"));
+        assert_eq!(restarted.nodes().len(), 1);
+        assert_eq!(restarted.node_of("guess"), None);
     }
 
     #[test]

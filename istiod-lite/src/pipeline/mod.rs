@@ -294,6 +294,8 @@ impl Pipeline {
     }
 
     async fn push_full(&mut self) {
+        // A full translation needs no changes; the next ones start from here.
+        Arc::make_mut(&mut self.index).take_changes();
         let index = self.index.clone();
         let mesh = self.config.mesh.clone();
         let started = std::time::Instant::now();
@@ -326,12 +328,14 @@ impl Pipeline {
     }
 
     async fn push_changes(&mut self, changed: BTreeSet<ObjectKey>, waited: Option<Duration>) {
+        // The same keys as `changed`, with the versions last translated.
+        let changes = Arc::make_mut(&mut self.index).take_changes();
         let index = self.index.clone();
         let config = self.config.clone();
         let keys = changed.len();
         let started = std::time::Instant::now();
         let delta =
-            tokio::task::spawn_blocking(move || translate_affected(&index, &config.mesh, &changed))
+            tokio::task::spawn_blocking(move || translate_affected(&index, &config.mesh, &changes))
                 .await;
         self.count_translation(started);
         let delta = match delta {
@@ -465,8 +469,9 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             mesh: MeshConfig::default(),
-            debounce: Duration::from_millis(100),
-            max_debounce: Duration::from_secs(1),
+            // The binary's defaults (see `--debounce-ms`).
+            debounce: Duration::from_millis(10),
+            max_debounce: Duration::from_millis(100),
         }
     }
 }

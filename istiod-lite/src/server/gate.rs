@@ -1,4 +1,12 @@
-//! Discovery streams wait until the first full config is pushed.
+//! Discovery streams authenticate, then wait until the first full config
+//! is pushed.
+//!
+//! Authentication is the CA's (a node's bootstrap token, or a reviewed
+//! service-account token): the pushed config names every workload, address
+//! and policy of the mesh, which is not for anyone who can reach 15012.
+//! Any authenticated caller may subscribe, as with istiod. A caller that
+//! fails is refused before it is held, with `UNAUTHENTICATED`, or
+//! `UNAVAILABLE` when the check itself could not be made (retry).
 //!
 //! The delta protocol answers a new subscription at once with the server's
 //! state, and tells a reconnecting client to remove whatever it holds that
@@ -17,23 +25,25 @@ use proto::discovery::aggregated_discovery_service_server::{
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::debug;
+use tracing::{debug, warn};
 use xds::DeltaAdsServer;
 use xds::server::MAX_MESSAGE_SIZE;
 
+use crate::ca::Authenticator;
 use crate::pipeline::PipelineStatus;
 
 /// [`DeltaAdsServer`] behind a readiness gate.
 #[derive(Debug, Clone)]
-pub(super) struct GatedAds {
+pub(super) struct GatedAds<A> {
     pub(super) inner: DeltaAdsServer,
+    pub(super) auth: A,
     pub(super) status: watch::Receiver<Arc<PipelineStatus>>,
     pub(super) stop: watch::Receiver<bool>,
 }
 
 // === impl GatedAds ===
 
-impl GatedAds {
+impl<A: Authenticator + Clone> GatedAds<A> {
     /// The tonic service, with the same message limits as the inner server's.
     pub(super) fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         AggregatedDiscoveryServiceServer::new(self)
@@ -43,7 +53,7 @@ impl GatedAds {
 }
 
 #[tonic::async_trait]
-impl AggregatedDiscoveryService for GatedAds {
+impl<A: Authenticator + Clone> AggregatedDiscoveryService for GatedAds<A> {
     type DeltaAggregatedResourcesStream =
         <DeltaAdsServer as AggregatedDiscoveryService>::DeltaAggregatedResourcesStream;
 
@@ -51,6 +61,19 @@ impl AggregatedDiscoveryService for GatedAds {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let caller = match self.auth.authenticate(request.metadata()).await {
+            Ok(caller) => caller,
+            Err(error) => {
+                warn!(?peer, %error, "discovery stream refused: not authenticated");
+                let message = format!("discovery requires authentication: {error}");
+                return Err(if error.is_retryable() {
+                    Status::unavailable(message)
+                } else {
+                    Status::unauthenticated(message)
+                });
+            }
+        };
         let mut status = self.status.clone();
         let mut stop = self.stop.clone();
         let ready = async {
@@ -70,7 +93,7 @@ impl AggregatedDiscoveryService for GatedAds {
                 "istiod-lite is shutting down: reconnect to another instance",
             ));
         }
-        debug!(peer = ?request.remote_addr(), "discovery stream admitted");
+        debug!(?peer, %caller, "discovery stream admitted");
         self.inner.delta_aggregated_resources(request).await
     }
 }

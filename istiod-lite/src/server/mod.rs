@@ -5,7 +5,9 @@
 //!   mesh root for `istiod.istio-system.svc` (and the other names in
 //!   [`SERVING_NAMES`]); clients trust the root, which is also written to
 //!   `<state_dir>/root-cert.pem` for them. No client certificate is asked
-//!   for: proxies authenticate to the CA with bearer tokens.
+//!   for: proxies authenticate to the CA with bearer tokens, chosen by
+//!   [`CaAuth`]: node bootstrap tokens (file mode) or service-account tokens
+//!   the Kubernetes API server reviews (Kubernetes mode).
 //! - **15014, HTTP**: `/ready`, `/metrics`, `/debug/config_dump`,
 //!   `/debug/diagnostics`.
 //!
@@ -29,21 +31,27 @@ mod http;
 mod metrics;
 mod tls;
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use identity::CaError;
 use identity::tls::TlsError;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tracing::{info, warn};
 use xds::{DeltaAdsServer, ResourceStore};
 
-use crate::ca::{CaConfig, CaService, CaStore, CaStoreError, NodeTokens};
+use crate::ca::{
+    AuthError, Authenticator, CaConfig, CaService, CaStore, CaStoreError, Caller, NodeTokens,
+    TokenReviewConfig, TokenReviewer,
+};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineHandle};
 use crate::sources::SourceEvent;
 
@@ -82,6 +90,34 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     pub pipeline: PipelineConfig,
     pub ca: CaConfig,
+    /// How CA callers prove who they are.
+    pub auth: CaAuth,
+}
+
+/// How the CA authenticates its callers.
+#[derive(Clone, Default)]
+pub enum CaAuth {
+    /// File mode: a ztunnel presents its node's bootstrap token, created in
+    /// `<state_dir>/tokens/` for every node the config names.
+    #[default]
+    NodeTokens,
+    /// Kubernetes mode: a caller presents its projected service-account
+    /// token, reviewed by the API server behind `client`. No bootstrap
+    /// tokens are created.
+    Kubernetes {
+        client: kube::Client,
+        review: TokenReviewConfig,
+    },
+}
+
+/// The authenticator [`CaAuth`] selects. An enum because
+/// [`Authenticator`] returns `impl Future` and so cannot be a trait object.
+/// Shared by the CA and the discovery gate: every caller of 15012
+/// authenticates the same way.
+#[derive(Debug, Clone)]
+enum CaAuthenticator {
+    NodeTokens(Arc<NodeTokens>),
+    TokenReview(Arc<TokenReviewer>),
 }
 
 /// Why the server could not start or stopped with an error.
@@ -118,7 +154,9 @@ pub struct Server {
     http: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     ads: DeltaAdsServer,
-    ca: CaService<Arc<NodeTokens>, Arc<crate::pipeline::WorkloadNodes>>,
+    ca: CaService<CaAuthenticator, Arc<crate::pipeline::WorkloadNodes>>,
+    /// Discovery streams authenticate like CA calls.
+    xds_auth: CaAuthenticator,
     pipeline: Pipeline,
     handle: PipelineHandle,
     http_state: Arc<http::HttpState>,
@@ -127,7 +165,40 @@ pub struct Server {
     /// The pipeline's end, until `serve` starts it.
     events_rx: mpsc::Receiver<SourceEvent>,
     root_cert: PathBuf,
-    tokens: Arc<NodeTokens>,
+    /// The bootstrap tokens in file mode; `None` in Kubernetes mode.
+    tokens: Option<Arc<NodeTokens>>,
+    state_dir: PathBuf,
+}
+
+// === impl CaAuth ===
+
+impl fmt::Debug for CaAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaAuth::NodeTokens => f.write_str("NodeTokens"),
+            // kube::Client has no Debug; its config is not ours to print.
+            CaAuth::Kubernetes { review, .. } => f
+                .debug_struct("Kubernetes")
+                .field("review", review)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+// === impl CaAuthenticator ===
+
+impl Authenticator for CaAuthenticator {
+    fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+    ) -> impl Future<Output = Result<Caller, AuthError>> + Send {
+        match self {
+            CaAuthenticator::NodeTokens(tokens) => Either::Left(tokens.authenticate(metadata)),
+            CaAuthenticator::TokenReview(reviewer) => {
+                Either::Right(reviewer.authenticate(metadata))
+            }
+        }
+    }
 }
 
 // === impl Server ===
@@ -143,8 +214,8 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Opens the CA and tokens, issues the serving certificate, writes the
-    /// root for clients and binds both ports.
+    /// Opens the CA (and the tokens in file mode), issues the serving
+    /// certificate, writes the root for clients and binds both ports.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let mesh = &config.pipeline.mesh;
         let ca_store = CaStore::open(
@@ -160,15 +231,25 @@ impl Server {
             .map_err(ServerError::ServingCert)?;
         let tls_config =
             identity::tls::control_plane_server_config(chain, key).map_err(ServerError::Tls)?;
-        let tokens = Arc::new(NodeTokens::open(&config.state_dir, [] as [&str; 0])?);
+        let (authenticator, tokens) = match &config.auth {
+            CaAuth::NodeTokens => {
+                let tokens = Arc::new(NodeTokens::open(&config.state_dir, [] as [&str; 0])?);
+                (CaAuthenticator::NodeTokens(tokens.clone()), Some(tokens))
+            }
+            CaAuth::Kubernetes { client, review } => {
+                let reviewer =
+                    TokenReviewer::new(client.clone(), &mesh.trust_domain, review.clone());
+                (CaAuthenticator::TokenReview(Arc::new(reviewer)), None)
+            }
+        };
 
         let store = Arc::new(ResourceStore::new());
         let ads = DeltaAdsServer::new(store.clone());
         let (pipeline, handle) =
-            Pipeline::new(config.pipeline.clone(), store.clone(), Some(tokens.clone()));
+            Pipeline::new(config.pipeline.clone(), store.clone(), tokens.clone());
         let ca = CaService::new(
             ca_store.ca().clone(),
-            tokens.clone(),
+            authenticator.clone(),
             handle.nodes(),
             config.ca.clone(),
         );
@@ -193,6 +274,7 @@ impl Server {
             acceptor: tls::acceptor(tls_config),
             ads,
             ca,
+            xds_auth: authenticator,
             pipeline,
             handle,
             http_state,
@@ -200,6 +282,7 @@ impl Server {
             events_rx,
             root_cert,
             tokens,
+            state_dir: config.state_dir,
         })
     }
 
@@ -218,9 +301,15 @@ impl Server {
         &self.root_cert
     }
 
-    /// Where a node's bootstrap token is (or will be) kept.
+    /// Where a node's bootstrap token is (or will be) kept. In Kubernetes
+    /// mode there are no bootstrap tokens: this is where file mode would keep
+    /// it, and nothing is ever written there.
     pub fn token_path(&self, node: &str) -> PathBuf {
-        self.tokens.token_path(node)
+        match &self.tokens {
+            Some(tokens) => tokens.token_path(node),
+            // `NodeTokens`' layout under the state directory.
+            None => self.state_dir.join("tokens").join(format!("{node}.token")),
+        }
     }
 
     /// The channel a config source sends its events into. The pipeline ends
@@ -247,6 +336,7 @@ impl Server {
             acceptor,
             ads,
             ca,
+            xds_auth,
             pipeline,
             handle,
             http_state,
@@ -264,6 +354,7 @@ impl Server {
         let http = tokio::spawn(http::serve(http, http_state, stop_rx.clone()));
         let gated = gate::GatedAds {
             inner: ads.clone(),
+            auth: xds_auth,
             status: handle.watch_status(),
             stop: stop_rx.clone(),
         };

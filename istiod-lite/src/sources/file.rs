@@ -31,35 +31,65 @@
 //! - **Editors are expected.** Hidden files and swap/backup files (`.*`,
 //!   `*~`, `*.swp`) are ignored, so `vim`'s and `emacs`' droppings never show
 //!   up as config; write-to-temp-then-rename saves arrive as one change of
-//!   the target file; bursts of events are debounced.
+//!   the target file; a burst of events is acted on once the directory has
+//!   been quiet for a moment ([`FileSource::with_settle`]), so a file
+//!   written in several steps is read once, whole.
 //! - **Events can be missed** (inotify queue overflow, network filesystems),
 //!   so besides notify's recommended watcher (with notify's poll watcher as
 //!   the fallback when the native one cannot start) the directory is rescanned
 //!   periodically. Kubernetes ConfigMap volumes swap a hidden `..data`
 //!   symlink; any change to such a `..` entry also triggers a rescan.
+//!
+//! # Layout
+//!
+//! This module is the I/O: the watcher, batching events, reading files.
+//! The rules above are `state`'s, a pure function from reads to events
+//! whose cost follows the objects that changed, not the directory's size.
+//! Both reading and applying run on the blocking pool.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use super::{Change, SourceEvent};
-use crate::model::{KubeObject, ObjectKey, parse_documents};
+use self::state::DirState;
+use super::SourceEvent;
 
+mod state;
 #[cfg(test)]
 mod tests;
 
-/// Quiet time after the last filesystem event before files are re-read:
-/// long enough to cover an editor's truncate-write-rename sequence, short
-/// enough that an edit reaches proxies well within a second.
-const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(75);
+/// Default of [`FileSource::with_settle`] (and of `--file-settle-ms`), in
+/// milliseconds: how long the directory must be quiet after a filesystem
+/// event before the files it named are read.
+///
+/// What it must cover, and how far apart those events are:
+/// - an atomic save (write a temp file, rename it over the target; `sed -i`,
+///   `kubectl`-style tools, most editors' default) needs no wait at all: the
+///   temp file's events are ignored (hidden or not `*.yaml`) and the target
+///   appears whole, in one rename event;
+/// - a plain write (`>`, `cp`, `std::fs::write`) truncates, then writes in
+///   chunks microseconds apart, then closes: under a millisecond even for a
+///   few MB, since it lands in the page cache;
+/// - vim's and emacs' backup-by-rename save moves the file away (it is gone
+///   for a moment) and writes a new one right after, under a millisecond
+///   later; their `fsync` comes after the data is written, so a read during
+///   it sees the whole file.
+///
+/// 20 ms is twenty times the longest of these, leaving room for a loaded
+/// node's scheduling delays and for scripts that append a document per
+/// command, and it is a fifth of the 100 ms budget for one change to reach
+/// every proxy. A writer pausing longer can be read half-way: a half file
+/// that does not parse keeps its last good version; one cut exactly between
+/// two documents applies until the rest arrives and is read in turn. Such
+/// writers should write to a temp file and rename it, or this value be
+/// raised.
+pub const DEFAULT_SETTLE_MS: u64 = 20;
 /// Upper bound on how long a continuous stream of events can postpone a
 /// re-read, so a file being rewritten in a loop cannot starve the others.
 const MAX_BATCH_DELAY: Duration = Duration::from_secs(1);
@@ -76,7 +106,7 @@ pub struct FileSource {
     /// The directory whose `*.yaml` / `*.yml` children hold the config.
     dir: PathBuf,
     /// Quiet time before a burst of filesystem events is acted on.
-    debounce: Duration,
+    settle: Duration,
     /// Period of the full rescan that catches missed events.
     rescan_interval: Duration,
 }
@@ -124,15 +154,17 @@ impl FileSource {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            debounce: DEFAULT_DEBOUNCE,
+            settle: Duration::from_millis(DEFAULT_SETTLE_MS),
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
         }
     }
 
-    /// Sets the quiet time after a filesystem event before files are re-read
-    /// (default 75 ms).
-    pub fn with_debounce(mut self, debounce: Duration) -> Self {
-        self.debounce = debounce;
+    /// Sets how long the directory must be quiet after a filesystem event
+    /// before the files it named are read, so that a file written in several
+    /// steps is read once, whole (default [`DEFAULT_SETTLE_MS`]; capped at
+    /// one second of continuous events).
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
         self
     }
 
@@ -158,12 +190,17 @@ impl FileSource {
         let _watcher = start_watcher(&dir, raw_tx)?;
 
         let paths = list_config_files(&dir).map_err(|source| directory_error(&dir, source))?;
-        let mut state = DirState::default();
-        let initial = state.apply(read_files(paths).await);
+        let Some((mut state, initial)) = off_runtime(DirState::default(), move |state| {
+            state.apply(read_files(paths))
+        })
+        .await
+        else {
+            return Ok(());
+        };
         info!(
             dir = %dir.display(),
             files = state.files.len(),
-            objects = state.in_force.len(),
+            objects = state.objects(),
             "loaded config directory"
         );
         for event in initial.into_iter().chain([SourceEvent::Synced]) {
@@ -186,50 +223,57 @@ impl FileSource {
                 _ = rescan.tick() => Batch::Rescan,
                 () = events.closed() => return Ok(()),
             };
-            let reads = match batch {
-                Batch::Files(paths) => read_files(paths).await,
-                Batch::Rescan => match list_config_files(&dir) {
-                    Ok(listed) => {
-                        // Known files missing from the listing are gone.
-                        let listed_set: BTreeSet<&PathBuf> = listed.iter().collect();
-                        let gone: Vec<PathBuf> = state
-                            .files
-                            .keys()
-                            .filter(|known| !listed_set.contains(known))
-                            .cloned()
-                            .collect();
-                        let mut reads = read_files(listed).await;
-                        reads.extend(gone.into_iter().map(|path| (path, FileRead::Gone)));
-                        if std::mem::take(&mut directory_problem) {
-                            let clear = SourceEvent::Problems {
-                                origin: origin(&dir),
-                                problems: Vec::new(),
-                            };
-                            if events.send(clear).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        reads
-                    }
-                    Err(error) => {
-                        // Keep everything in force: a directory that vanished
-                        // for a moment (a remount, a redeploy) must not wipe
-                        // the mesh's config.
-                        let error = directory_error(&dir, error);
-                        warn!(dir = %dir.display(), %error, "cannot rescan config directory; keeping current config");
-                        directory_problem = true;
-                        let report = SourceEvent::Problems {
-                            origin: origin(&dir),
-                            problems: vec![error.to_string()],
-                        };
-                        if events.send(report).await.is_err() {
-                            return Ok(());
-                        }
-                        continue;
-                    }
-                },
+            let is_rescan = matches!(batch, Batch::Rescan);
+            let listed_dir = dir.clone();
+            let Some((next_state, outcome)) = off_runtime(state, move |state| match batch {
+                Batch::Files(paths) => Ok(state.apply(read_files(paths))),
+                Batch::Rescan => list_config_files(&listed_dir).map(|listed| {
+                    // Known files missing from the listing are gone.
+                    let listed_set: BTreeSet<&Path> = listed.iter().map(PathBuf::as_path).collect();
+                    let gone: Vec<PathBuf> = state
+                        .paths()
+                        .filter(|known| !listed_set.contains(known))
+                        .map(Path::to_path_buf)
+                        .collect();
+                    let mut reads = read_files(listed);
+                    reads.extend(gone.into_iter().map(|path| (path, FileRead::Gone)));
+                    state.apply(reads)
+                }),
+            })
+            .await
+            else {
+                return Ok(());
             };
-            for event in state.apply(reads) {
+            state = next_state;
+            let changes = match outcome {
+                Ok(changes) => changes,
+                Err(error) => {
+                    // Keep everything in force: a directory that vanished for
+                    // a moment (a remount, a redeploy) must not wipe the
+                    // mesh's config.
+                    let error = directory_error(&dir, error);
+                    warn!(dir = %dir.display(), %error, "cannot rescan config directory; keeping current config");
+                    directory_problem = true;
+                    let report = SourceEvent::Problems {
+                        origin: origin(&dir),
+                        problems: vec![error.to_string()],
+                    };
+                    if events.send(report).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            if is_rescan && std::mem::take(&mut directory_problem) {
+                let clear = SourceEvent::Problems {
+                    origin: origin(&dir),
+                    problems: Vec::new(),
+                };
+                if events.send(clear).await.is_err() {
+                    return Ok(());
+                }
+            }
+            for event in changes {
                 if events.send(event).await.is_err() {
                     return Ok(());
                 }
@@ -237,7 +281,7 @@ impl FileSource {
         }
     }
 
-    /// Gathers filesystem events until `debounce` passes without one (or
+    /// Gathers filesystem events until `settle` passes without one (or
     /// [`MAX_BATCH_DELAY`] passes in total), and says what to re-read.
     async fn collect_batch(
         &self,
@@ -249,7 +293,7 @@ impl FileSource {
         let mut batch = Batch::Files(Vec::new());
         batch.add(dir, first);
         loop {
-            let quiet_until = (Instant::now() + self.debounce).min(give_up_at);
+            let quiet_until = (Instant::now() + self.settle).min(give_up_at);
             tokio::select! {
                 next = raw_rx.recv() => match next {
                     Some(next) => batch.add(dir, next),
@@ -424,25 +468,34 @@ enum FileRead {
     Failed(String),
 }
 
-/// Reads `paths` on the blocking pool: filesystems can stall.
-async fn read_files(paths: Vec<PathBuf>) -> Vec<(PathBuf, FileRead)> {
+/// Reads `paths`, each once. Blocking: call it in [`off_runtime`].
+fn read_files(paths: Vec<PathBuf>) -> Vec<(PathBuf, FileRead)> {
+    paths
+        .into_iter()
+        .map(|path| {
+            let read = read_file(&path);
+            (path, read)
+        })
+        .collect()
+}
+
+/// Runs `work` on `state` on the blocking pool, and gives both back:
+/// filesystems can stall, and reading and parsing a whole directory (at
+/// start, at a rescan) takes long enough to hold up the runtime's workers,
+/// which serve every xDS stream. `None` when the runtime is shutting down.
+async fn off_runtime<T: Send + 'static>(
+    mut state: DirState,
+    work: impl FnOnce(&mut DirState) -> T + Send + 'static,
+) -> Option<(DirState, T)> {
     let task = tokio::task::spawn_blocking(move || {
-        paths
-            .into_iter()
-            .map(|path| {
-                let read = read_file(&path);
-                (path, read)
-            })
-            .collect::<Vec<_>>()
+        let output = work(&mut state);
+        (state, output)
     });
     match task.await {
-        Ok(reads) => reads,
-        Err(error) => {
-            // Reading cannot panic; if the runtime is shutting down the next
-            // rescan (if any) reads again.
-            warn!(%error, "reading config files was interrupted");
-            Vec::new()
-        }
+        Ok(done) => Some(done),
+        // A bug in the rules: fail as loudly as if it had run here.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => None,
     }
 }
 
@@ -475,220 +528,5 @@ fn read_problem(path: &Path, error: &io::Error) -> String {
         )
     } else {
         format!("{}: cannot read: {error}", path.display())
-    }
-}
-
-/// Parses a file into its objects, or every problem it has.
-fn parse_file(
-    path: &Path,
-    text: &str,
-) -> Result<BTreeMap<ObjectKey, Arc<KubeObject>>, Vec<String>> {
-    let mut objects = BTreeMap::new();
-    let mut problems = Vec::new();
-    for result in parse_documents(text) {
-        match result {
-            Ok(object) => {
-                let key = object.key();
-                match objects.entry(key) {
-                    Entry::Occupied(entry) => problems.push(format!(
-                        "{}: {} is defined more than once in this file: keep one definition",
-                        path.display(),
-                        entry.key()
-                    )),
-                    Entry::Vacant(entry) => {
-                        entry.insert(Arc::new(object));
-                    }
-                }
-            }
-            Err(error) => problems.push(format!("{}: {error}", path.display())),
-        }
-    }
-    if problems.is_empty() {
-        Ok(objects)
-    } else {
-        Err(problems)
-    }
-}
-
-/// What the source knows about the directory: each file's last good
-/// objects, and which file's definition of each object is in force.
-///
-/// Pure: it takes file contents and returns events, so the rules in the
-/// module docs are tested without a filesystem.
-#[derive(Debug, Default)]
-struct DirState {
-    /// Every config file seen and still present, by path.
-    files: BTreeMap<PathBuf, FileState>,
-    /// The objects the pipeline has, with the file each came from.
-    in_force: BTreeMap<ObjectKey, InForce>,
-}
-
-/// One file's history.
-#[derive(Debug, Default)]
-struct FileState {
-    /// The text last read, so unchanged files are not parsed again. `None`
-    /// after a failed read, so the next read is always parsed.
-    text: Option<String>,
-    /// The objects of the last version that parsed (empty if none did).
-    good: BTreeMap<ObjectKey, Arc<KubeObject>>,
-    /// What is wrong with the current text (empty when it parsed).
-    read_problems: Vec<String>,
-    /// The problems last reported for this file, so only changes are sent.
-    reported: Vec<String>,
-}
-
-/// An object the pipeline has.
-#[derive(Debug, Clone)]
-struct InForce {
-    file: PathBuf,
-    object: Arc<KubeObject>,
-}
-
-// === impl DirState ===
-
-impl DirState {
-    /// Takes in fresh reads of some files and returns what the pipeline must
-    /// hear: one `Changes` per file whose objects in force changed, then one
-    /// `Problems` per file whose problems changed.
-    fn apply(&mut self, reads: Vec<(PathBuf, FileRead)>) -> Vec<SourceEvent> {
-        let mut cleared = Vec::new();
-        for (path, read) in reads {
-            match read {
-                FileRead::Gone => {
-                    if let Some(file) = self.files.remove(&path) {
-                        debug!(file = %path.display(), objects = file.good.len(), "config file removed");
-                        if !file.reported.is_empty() {
-                            cleared.push(path);
-                        }
-                    }
-                }
-                FileRead::Failed(problem) => {
-                    let file = self.files.entry(path).or_default();
-                    file.text = None;
-                    file.read_problems = vec![problem];
-                }
-                FileRead::Text(text) => {
-                    let file = self.files.entry(path.clone()).or_default();
-                    if file.text.as_deref() == Some(text.as_str()) {
-                        continue;
-                    }
-                    match parse_file(&path, &text) {
-                        Ok(objects) => {
-                            file.good = objects;
-                            file.read_problems.clear();
-                        }
-                        Err(problems) => {
-                            warn!(
-                                file = %path.display(),
-                                problems = problems.len(),
-                                kept_objects = file.good.len(),
-                                "config file has problems; keeping its last good version"
-                            );
-                            file.read_problems = problems;
-                        }
-                    }
-                    file.text = Some(text);
-                }
-            }
-        }
-
-        let next = self.next_in_force();
-        let mut events = self.changes_to(&next);
-        events.extend(cleared.iter().map(|path| SourceEvent::Problems {
-            origin: origin(path),
-            problems: Vec::new(),
-        }));
-        for (path, file) in &mut self.files {
-            let mut problems = file.read_problems.clone();
-            for key in file.good.keys() {
-                if let Some(held) = next.get(key)
-                    && held.file != *path
-                {
-                    problems.push(format!(
-                        "{}: {key} is already defined in {}; this definition is ignored \
-                         while that one exists (the first definition wins): remove one of them",
-                        path.display(),
-                        held.file.display()
-                    ));
-                }
-            }
-            if problems != file.reported {
-                events.push(SourceEvent::Problems {
-                    origin: origin(path),
-                    problems: problems.clone(),
-                });
-                file.reported = problems;
-            }
-        }
-        self.in_force = next;
-        events
-    }
-
-    /// Which file's definition of each object should be in force: the
-    /// current holder's while it still defines the object, otherwise the
-    /// first file in path order that defines it.
-    fn next_in_force(&self) -> BTreeMap<ObjectKey, InForce> {
-        let mut next = BTreeMap::new();
-        for (key, held) in &self.in_force {
-            if let Some(object) = self.files.get(&held.file).and_then(|f| f.good.get(key)) {
-                let object = Arc::clone(object);
-                let file = held.file.clone();
-                next.insert(key.clone(), InForce { file, object });
-            }
-        }
-        for (path, file) in &self.files {
-            for (key, object) in &file.good {
-                next.entry(key.clone()).or_insert_with(|| InForce {
-                    file: path.clone(),
-                    object: Arc::clone(object),
-                });
-            }
-        }
-        next
-    }
-
-    /// The `Changes` events that take the pipeline from `self.in_force` to
-    /// `next`. Each key gets at most one change, so the order of events
-    /// cannot matter when an object moves from one file to another.
-    fn changes_to(&self, next: &BTreeMap<ObjectKey, InForce>) -> Vec<SourceEvent> {
-        let mut by_file: BTreeMap<&Path, Vec<Change>> = BTreeMap::new();
-        for (key, held) in &self.in_force {
-            if !next.contains_key(key) {
-                by_file
-                    .entry(&held.file)
-                    .or_default()
-                    .push(Change::Remove(key.clone()));
-            }
-        }
-        for (key, held) in next {
-            let unchanged = self.in_force.get(key).is_some_and(|old| {
-                Arc::ptr_eq(&old.object, &held.object) || old.object == held.object
-            });
-            if !unchanged {
-                by_file
-                    .entry(&held.file)
-                    .or_default()
-                    .push(Change::Upsert(KubeObject::clone(&held.object)));
-            }
-        }
-        by_file
-            .into_iter()
-            .map(|(path, changes)| {
-                let upserts = changes
-                    .iter()
-                    .filter(|c| matches!(c, Change::Upsert(_)))
-                    .count();
-                debug!(
-                    file = %path.display(),
-                    upserts,
-                    removes = changes.len() - upserts,
-                    "config file changed"
-                );
-                SourceEvent::Changes {
-                    origin: origin(path),
-                    changes,
-                }
-            })
-            .collect()
     }
 }

@@ -3,28 +3,53 @@
 //! Every output resource is a function of one source object (a [`Target`])
 //! and of the objects it reads. This module inverts those reads:
 //!
-//! | changed object            | re-translated targets                                   |
-//! | ------------------------- | ------------------------------------------------------- |
-//! | Pod                       | its workload                                            |
-//! | Namespace                 | pods and services in it                                 |
-//! | Service                   | itself; pods in its namespace; users of it as waypoint  |
-//! | Gateway                   | users of it as a waypoint; its service; its own pods    |
-//! | AuthorizationPolicy       | itself; pods in its namespace (all pods if root)        |
-//! | PeerAuthentication        | the static STRICT policy; pods as above                 |
-//! | HTTPRoute                 | nothing yet (waypoint config is not translated here)    |
+//! | changed object      | re-translated targets                                        |
+//! | ------------------- | ------------------------------------------------------------ |
+//! | Pod                 | its workload                                                 |
+//! | Namespace           | pods and services in it                                      |
+//! | Service             | itself; pods its old or new selector selects; users of it as a waypoint |
+//! | Gateway             | users of it as a waypoint; its service; its own pods         |
+//! | AuthorizationPolicy | itself; pods its old or new `selector` selects (1)           |
+//! | PeerAuthentication  | the static STRICT policy; pods its old or new selector selects (2) |
+//! | HTTPRoute           | nothing yet (waypoint config is not translated here)         |
+//! | any kind, unchanged since the last translation (relist, re-read file) | nothing |
 //!
-//! A pod change touches no service: the workload-API service carries no
-//! endpoints. Selector-based dependencies are widened to the namespace
-//! because the index holds only the new version of a changed object, and the
-//! pods its old selector matched must be re-translated too. The result is a
-//! superset of what changed, never a subset: re-translating an unchanged
-//! resource is harmless, missing a changed one is not.
+//! (1) In its namespace, or in every namespace from the root namespace; no
+//! pod at all for a policy without a selector (namespace or mesh scope).
+//! (2) Without a selector: every pod of its namespace, or of the mesh from
+//! the root namespace.
+//!
+//! Why policies reach pods at all: a workload's `authorization_policies`
+//! names the selector-based policies that select it, and the static STRICT
+//! policy when its effective mTLS mode is STRICT. Namespace- and mesh-scoped
+//! policies are not named (ztunnel applies them by their scope), so changing
+//! one re-translates that policy alone. A pod change touches no service: the
+//! workload-API service carries no endpoints.
+//!
+//! What an object's *old* selector matched must be re-translated too (a pod
+//! a Service stopped selecting loses that service). [`Changes`] carries the
+//! version every changed object had at the last translation, so both
+//! selectors are evaluated, against today's pod labels: a pod whose labels
+//! changed is in the batch itself, and every other pod has the same labels
+//! it had then. Waypoint users and a Gateway's pods are found by labels the
+//! same way, and a waypoint by name, so those need no old version.
+//!
+//! The selector tests are the translation's own (PeerAuthentication's
+//! mirrors `effective_strict`), so the result is the resources that read
+//! the changed objects: a superset of what changed, never a subset.
+//! Re-translating an unchanged resource is harmless, missing a changed one
+//! is not.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::core::v1::Pod;
+
+use super::authorization::policy_selects;
+use super::index::Changes;
 use super::waypoint::{self, GATEWAY_NAME_LABEL, WaypointRef};
+use super::workload::selects;
 use super::{Index, MeshConfig};
-use crate::model::{ObjectKey, ObjectKind};
+use crate::model::{KubeObject, ObjectKind};
 
 /// A source of exactly one output resource.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,15 +90,18 @@ pub(crate) fn all_targets(index: &Index) -> Vec<Target> {
     targets
 }
 
-/// The targets whose output may differ after the objects in `changed` were
-/// added, updated or removed. `index` is the state after the change.
-pub fn affected(
-    index: &Index,
-    config: &MeshConfig,
-    changed: &BTreeSet<ObjectKey>,
-) -> BTreeSet<Target> {
+/// The targets whose output may differ between the state the last
+/// translation saw and `index`, given the objects changed in between and
+/// their versions then.
+pub fn affected(index: &Index, config: &MeshConfig, changes: &Changes) -> BTreeSet<Target> {
     let mut out = BTreeSet::new();
-    for key in changed {
+    for (key, before) in changes.iter() {
+        let now = index.get(key);
+        if before == now {
+            continue;
+        }
+        // The versions the last translation and this one see.
+        let versions = || before.into_iter().chain(now);
         let ns = key.namespace.as_str();
         let name = key.name.as_str();
         match key.kind {
@@ -91,7 +119,14 @@ pub fn affected(
                     namespace: ns.to_string(),
                     name: name.to_string(),
                 });
-                pods_in(index, Some(ns), &mut out);
+                for version in versions() {
+                    if let KubeObject::Service(svc) = version {
+                        let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
+                        pods_where(index, Some(ns), &mut out, |_, labels| {
+                            selects(selector, labels)
+                        });
+                    }
+                }
                 waypoint_users(index, ns, name, &mut out);
             }
             ObjectKind::Gateway => {
@@ -100,31 +135,39 @@ pub fn affected(
                     namespace: ns.to_string(),
                     name: name.to_string(),
                 });
-                for pod in index.pods(Some(ns)) {
-                    let instance = pod
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|labels| labels.get(GATEWAY_NAME_LABEL))
-                        .is_some_and(|gw| gw == name);
-                    if instance {
-                        out.insert(workload(
-                            ns,
-                            pod.metadata.name.as_deref().unwrap_or_default(),
-                        ));
-                    }
-                }
+                pods_where(index, Some(ns), &mut out, |_, labels| {
+                    labels.get(GATEWAY_NAME_LABEL).is_some_and(|gw| gw == name)
+                });
             }
             ObjectKind::AuthorizationPolicy => {
                 out.insert(Target::Policy {
                     namespace: ns.to_string(),
                     name: name.to_string(),
                 });
-                pods_in(index, policy_reach(config, ns), &mut out);
+                for version in versions() {
+                    if let KubeObject::AuthorizationPolicy(policy) = version {
+                        let reach = policy_reach(config, ns);
+                        pods_where(index, reach, &mut out, |pod_ns, labels| {
+                            policy_selects(policy, config, pod_ns, labels)
+                        });
+                    }
+                }
             }
             ObjectKind::PeerAuthentication => {
                 out.insert(Target::StaticStrict);
-                pods_in(index, policy_reach(config, ns), &mut out);
+                for version in versions() {
+                    let KubeObject::PeerAuthentication(policy) = version else {
+                        continue;
+                    };
+                    let selector = policy.spec.selector.as_ref().map(|s| &s.match_labels);
+                    match selector.filter(|labels| !labels.is_empty()) {
+                        // Namespace-wide, or mesh-wide from the root namespace.
+                        None => pods_in(index, policy_reach(config, ns), &mut out),
+                        Some(selector) => pods_where(index, Some(ns), &mut out, |_, labels| {
+                            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                        }),
+                    }
+                }
             }
             ObjectKind::HttpRoute => {}
         }
@@ -152,6 +195,28 @@ fn pods_in(index: &Index, namespace: Option<&str>, out: &mut BTreeSet<Target>) {
     );
 }
 
+/// Pods (in `namespace`, if given) for whose namespace and labels `wanted`
+/// holds.
+fn pods_where(
+    index: &Index,
+    namespace: Option<&str>,
+    out: &mut BTreeSet<Target>,
+    wanted: impl Fn(&str, &BTreeMap<String, String>) -> bool,
+) {
+    let empty = BTreeMap::new();
+    for pod in index.pods(namespace) {
+        let (ns, name) = pod_name(pod);
+        if wanted(ns, pod.metadata.labels.as_ref().unwrap_or(&empty)) {
+            out.insert(workload(ns, name));
+        }
+    }
+}
+
+fn pod_name(pod: &Pod) -> (&str, &str) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    (ns, pod.metadata.name.as_deref().unwrap_or_default())
+}
+
 fn services_in(index: &Index, namespace: &str, out: &mut BTreeSet<Target>) {
     out.extend(
         index
@@ -177,11 +242,8 @@ fn waypoint_users(index: &Index, namespace: &str, name: &str, out: &mut BTreeSet
     };
     for pod in index.pods(None) {
         if uses(&pod.metadata) {
-            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            out.insert(workload(
-                ns,
-                pod.metadata.name.as_deref().unwrap_or_default(),
-            ));
+            let (ns, name) = pod_name(pod);
+            out.insert(workload(ns, name));
         }
     }
     for svc in index.services(None) {

@@ -4,6 +4,13 @@
 //! namespace, then name, "all pods", "all services in `ns`" and "policies in
 //! the root namespace" are range scans of that one map: the reverse lookups
 //! the incremental translation needs cost no second index to keep in sync.
+//!
+//! The index also remembers, for every object changed since the last
+//! [`Index::take_changes`], the version it had then: the state the last
+//! translation saw. What an object's *old* selector matched must be
+//! re-translated too, and only the old version says what that was. The old
+//! version is moved out of the map on the first change, not cloned, and kept
+//! only until the next translation takes it.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -19,6 +26,19 @@ use crate::model::{
 #[derive(Clone, Debug, Default)]
 pub struct Index {
     objects: BTreeMap<ObjectKey, KubeObject>,
+    /// Objects changed since the last [`Index::take_changes`], with the
+    /// version each had then.
+    changes: Changes,
+}
+
+/// Objects added, updated or removed since the last translation, each with
+/// the version that translation saw (`None`: the object did not exist).
+///
+/// Several changes to one object keep the first previous version: the
+/// versions in between were never translated, so nothing depends on them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    before: BTreeMap<ObjectKey, Option<KubeObject>>,
 }
 
 // === impl Index ===
@@ -28,12 +48,14 @@ impl Index {
         Self::default()
     }
 
-    /// Builds an index holding `objects` (later duplicates win).
+    /// Builds an index holding `objects` (later duplicates win), with no
+    /// pending changes: its contents are the starting point.
     pub fn from_objects(objects: impl IntoIterator<Item = KubeObject>) -> Self {
         let mut index = Self::new();
         for object in objects {
             index.upsert(object);
         }
+        index.changes = Changes::default();
         index
     }
 
@@ -50,16 +72,32 @@ impl Index {
         ))
     }
 
-    /// Inserts or replaces an object; returns the key and the previous version.
-    pub fn upsert(&mut self, object: KubeObject) -> (ObjectKey, Option<KubeObject>) {
+    /// Inserts or replaces an object and records the change; returns the
+    /// key and whether an object was replaced.
+    pub fn upsert(&mut self, object: KubeObject) -> (ObjectKey, bool) {
         let key = object.key();
         let previous = self.objects.insert(key.clone(), object);
-        (key, previous)
+        let replaced = previous.is_some();
+        self.changes.record(&key, previous);
+        (key, replaced)
     }
 
-    /// Removes an object; returns it if it was present.
-    pub fn remove(&mut self, key: &ObjectKey) -> Option<KubeObject> {
-        self.objects.remove(key)
+    /// Removes an object and records the change; returns whether it was
+    /// present.
+    pub fn remove(&mut self, key: &ObjectKey) -> bool {
+        let previous = self.objects.remove(key);
+        let removed = previous.is_some();
+        self.changes.record(key, previous);
+        removed
+    }
+
+    /// The changes since the last call (or since [`Index::from_objects`]),
+    /// for [`translate_affected`](super::translate_affected); the next
+    /// changes are recorded against the current state. Call it at every
+    /// translation, full ones included: changes left in place only make
+    /// the next incremental translation re-translate more, never less.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&KubeObject> {
@@ -190,5 +228,44 @@ impl Index {
             .take_while(move |(key, _)| {
                 key.kind == kind && namespace.is_none_or(|ns| key.namespace == ns)
             })
+    }
+}
+
+// === impl Changes ===
+
+impl Changes {
+    /// Records that `key` changed from `previous`, unless it already changed
+    /// since the last translation (its first previous version is the one
+    /// that was translated).
+    fn record(&mut self, key: &ObjectKey, previous: Option<KubeObject>) {
+        if !self.before.contains_key(key) {
+            self.before.insert(key.clone(), previous);
+        }
+    }
+
+    /// The changed keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.before.keys()
+    }
+
+    /// Each changed key with its version at the last translation.
+    pub fn iter(&self) -> impl Iterator<Item = (&ObjectKey, Option<&KubeObject>)> {
+        self.before
+            .iter()
+            .map(|(key, before)| (key, before.as_ref()))
+    }
+
+    /// The version `key` had at the last translation: `None` if it did not
+    /// exist then or has not changed since.
+    pub fn before(&self, key: &ObjectKey) -> Option<&KubeObject> {
+        self.before.get(key)?.as_ref()
+    }
+
+    pub fn len(&self) -> usize {
+        self.before.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty()
     }
 }

@@ -8,15 +8,17 @@
 //! same input always gives the same output, which is what lets the push
 //! layer diff and the tests compare.
 //!
-//! Incremental translation works per output resource: [`affected`] maps
-//! changed objects to the resources whose content may depend on them, and
-//! [`translate_affected`] re-translates only those. The contract, tested on
-//! fixtures, is that applying the [`Delta`] to the previous full output gives
-//! exactly the new full output.
+//! Incremental translation works per output resource: the [`Index`] records
+//! which objects changed since the last translation and what they were then
+//! ([`Changes`]), [`affected`] maps those changes to the resources whose
+//! content may depend on them, and [`translate_affected`] re-translates only
+//! those. The contract, tested on fixtures, is that applying the [`Delta`] to
+//! the previous full output gives exactly the new full output.
 //!
 //! # Layout
 //!
-//! - `index`: the object store with its range-scan lookups.
+//! - `index`: the object store with its range-scan lookups, and the changes
+//!   since the last translation.
 //! - `workload`: `Pod` to `Workload` (enrollment, services, identity, health).
 //! - `service`: `Service` to `Service`.
 //! - `waypoint`: `istio.io/use-waypoint` resolution, shared by both.
@@ -41,7 +43,7 @@ use crate::model::ObjectKey;
 
 pub use self::affected::{Target, affected};
 pub use self::authorization::STATIC_STRICT_POLICY_NAME;
-pub use self::index::Index;
+pub use self::index::{Changes, Index};
 pub use self::workload::{is_enrolled, pod_uid};
 
 /// Mesh-wide settings the translation depends on.
@@ -135,15 +137,11 @@ pub fn translate_all(index: &Index, config: &MeshConfig) -> Translated {
     out
 }
 
-/// Re-translates the resources that objects with keys in `changed` (added,
-/// updated or removed; `index` is the state after the change) may affect.
-pub fn translate_affected(
-    index: &Index,
-    config: &MeshConfig,
-    changed: &BTreeSet<ObjectKey>,
-) -> Delta {
+/// Re-translates the resources that `changes` (from [`Index::take_changes`];
+/// `index` is the state after them) may affect.
+pub fn translate_affected(index: &Index, config: &MeshConfig, changes: &Changes) -> Delta {
     let mut delta = Delta::default();
-    for target in affected(index, config, changed) {
+    for target in affected(index, config, changes) {
         match translate_target(index, config, &target) {
             TargetOutput::Address(output) => {
                 delta.diagnostics.extend(output.diagnostics);

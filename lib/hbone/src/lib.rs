@@ -16,8 +16,10 @@
 //! - [`copy`]: bidirectional copy with half-close and adaptive buffers.
 //! - [`server`]: TLS + HTTP/2 accept loop and the [`ConnectHandler`] contract.
 //! - [`pool`]: the client, pooling HTTP/2 connections.
+//! - [`connector`]: how the pool opens TCP (a pod's netns, a socket mark).
 //! - [`error`]: what went wrong, and where.
 
+pub mod connector;
 pub mod copy;
 pub mod error;
 pub mod pool;
@@ -25,6 +27,7 @@ pub mod server;
 pub mod settings;
 pub mod tunnel;
 
+pub use connector::{ConnectFuture, Connector, DirectConnector};
 pub use copy::copy_bidirectional;
 pub use error::Error;
 pub use pool::{ConnectRequest, Pool, PoolConfig};

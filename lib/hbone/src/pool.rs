@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::{Instrument, debug, debug_span};
 
+use crate::connector::{Connector, DirectConnector};
 use crate::error::Error;
 use crate::settings::H2Settings;
 use crate::tunnel::Tunnel;
@@ -91,6 +92,8 @@ pub struct Pool {
 #[derive(Debug)]
 struct PoolInner {
     config: PoolConfig,
+    /// Opens the TCP connections under each TLS connection.
+    connector: Arc<dyn Connector>,
     /// Connections per key. Entries are removed when their last connection
     /// closes, so the map tracks live destinations, not history.
     keys: Mutex<HashMap<PoolKey, Arc<KeyedConnections>>>,
@@ -135,10 +138,18 @@ pub(crate) struct StreamLease {
 // === impl Pool ===
 
 impl Pool {
+    /// A pool that dials from this process's network namespace.
     pub fn new(config: PoolConfig) -> Self {
+        Self::with_connector(config, Arc::new(DirectConnector))
+    }
+
+    /// A pool whose TCP connections come from `connector` (a pod's network
+    /// namespace, a socket mark).
+    pub fn with_connector(config: PoolConfig, connector: Arc<dyn Connector>) -> Self {
         Pool {
             inner: Arc::new(PoolInner {
                 config,
+                connector,
                 keys: Mutex::new(HashMap::new()),
                 next_connection_id: AtomicU64::new(0),
                 connections_opened: AtomicU64::new(0),
@@ -261,7 +272,7 @@ impl Pool {
         let addr = request.destination;
         let tls_config =
             identity::tls::client_config(&request.source, &request.expected_identities)?;
-        let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(config.connect_timeout, self.inner.connector.connect(addr))
             .await
             .map_err(|_| Error::ConnectTimeout {
                 addr,

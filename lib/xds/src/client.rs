@@ -14,7 +14,8 @@
 //! # Per-stream sequence
 //!
 //! ```text
-//!  connect -> for each type: request {node (first only), type_url,
+//!  connect (authorization: Bearer <token read now>, if configured)
+//!          -> for each type: request {node (first only), type_url,
 //!                                     subscribe: [] (wildcard),
 //!                                     initial_resource_versions: what the handler holds}
 //!  loop: response -> handler.apply(upserts, removals)
@@ -38,6 +39,7 @@ use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::server::MAX_MESSAGE_SIZE;
+use crate::token::{TokenError, TokenSource};
 
 /// How many rejections a NACK's message spells out; the rest are counted.
 const NACK_DETAIL_LIMIT: usize = 10;
@@ -48,7 +50,8 @@ const NACK_DETAIL_LIMIT: usize = 10;
 pub trait ResourceHandler: Send + Sync + 'static {
     /// Applies one response of `type_url`: `upserts` added or changed,
     /// `removals` gone (or, for names never received, known not to exist).
-    /// Either may be empty; the first response of each type marks it synced.
+    /// Either may be empty. The first response of each type that carries a
+    /// `system_version_info` (the last of a split push) marks it synced.
     ///
     /// Resources that fail conversion are skipped and returned, each with the
     /// reason; everything else must still be applied. The client then NACKs
@@ -74,6 +77,9 @@ pub struct Rejection {
 /// Why one stream ended. The client logs it and reconnects.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No bearer token to open the stream with.
+    #[error("cannot open the discovery stream: {0}")]
+    Token(#[source] TokenError),
     /// The stream could not be opened.
     #[error(
         "opening the discovery stream failed: {0}: is the control plane address right and reachable?"
@@ -123,12 +129,14 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Largest response accepted, in bytes.
     pub max_message_size: usize,
+    /// The bearer token sent when each stream opens, read afresh each time.
+    pub token: TokenSource,
 }
 
 // === impl ClientConfig ===
 
 impl ClientConfig {
-    /// Defaults: backoff from 100 ms up to 15 s, 64 MiB messages.
+    /// Defaults: backoff from 100 ms up to 15 s, 64 MiB messages, no token.
     pub fn new(node: Node, type_urls: Vec<String>) -> Self {
         Self {
             node,
@@ -136,6 +144,7 @@ impl ClientConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
             max_message_size: MAX_MESSAGE_SIZE,
+            token: TokenSource::None,
         }
     }
 }
@@ -233,10 +242,11 @@ impl<H: ResourceHandler> DeltaClient<H> {
         let mut client = AggregatedDiscoveryServiceClient::new(self.channel.clone())
             .max_decoding_message_size(self.config.max_message_size)
             .max_encoding_message_size(self.config.max_message_size);
-        let mut responses = match client
-            .delta_aggregated_resources(ReceiverStream::new(rx))
-            .await
-        {
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Err(error) = self.config.token.attach(request.metadata_mut()) {
+            return (false, ClientError::Token(error));
+        }
+        let mut responses = match client.delta_aggregated_resources(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => return (false, ClientError::Open(status)),
         };
@@ -302,7 +312,12 @@ impl<H: ResourceHandler> DeltaClient<H> {
             for name in &removed_resources {
                 held.remove(name);
             }
-            self.synced.insert(type_url.clone());
+            // A server may split one push over several responses; only the
+            // last carries system_version_info (istiod sets it on every
+            // response, each being a whole push).
+            if !system_version_info.is_empty() {
+                self.synced.insert(type_url.clone());
+            }
             rejected
         } else {
             vec![Rejection {
@@ -321,7 +336,9 @@ impl<H: ResourceHandler> DeltaClient<H> {
             s.responses += 1;
             s.nacks += u64::from(nack);
             s.synced |= synced;
-            s.server_version = system_version_info;
+            if !system_version_info.is_empty() {
+                s.server_version = system_version_info;
+            }
         });
 
         let error_detail = nack.then(|| {
@@ -379,6 +396,99 @@ mod tests {
             let d = with_jitter(Duration::from_millis(100));
             assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
         }
+    }
+
+    /// Accepts everything.
+    struct AcceptAll;
+
+    impl ResourceHandler for AcceptAll {
+        fn apply(&self, _: &str, _: Vec<Resource>, _: Vec<String>) -> Result<(), Vec<Rejection>> {
+            Ok(())
+        }
+    }
+
+    /// Polls `check` until it holds, for at most five seconds.
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: not reached in 5 s");
+    }
+
+    #[tokio::test]
+    async fn every_stream_sends_the_token_read_when_it_opens() {
+        use tokio_stream::wrappers::TcpListenerStream;
+        use tonic::service::interceptor::InterceptedService;
+
+        // A server that records the authorization of every stream.
+        let ads = crate::DeltaAdsServer::new(Arc::new(crate::ResourceStore::new()));
+        let seen: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+        let recorder = seen.clone();
+        let service = InterceptedService::new(
+            ads.clone().into_service(),
+            move |request: tonic::Request<()>| {
+                let token = request
+                    .metadata()
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                recorder.lock().unwrap().push(token);
+                Ok(request)
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("istio-token");
+        std::fs::write(&path, "first\n").unwrap();
+        let node = Node {
+            id: "test-node".to_owned(),
+            ..Node::default()
+        };
+        let mut config = ClientConfig::new(node, vec!["type.googleapis.com/test.A".to_owned()]);
+        config.token = TokenSource::file(&path);
+        config.initial_backoff = Duration::from_millis(10);
+        config.max_backoff = Duration::from_millis(20);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let client = DeltaClient::new(channel, config, Arc::new(AcceptAll));
+        let status = client.status();
+        let task = tokio::spawn(client.run());
+        let tokens = || seen.lock().unwrap().clone();
+        eventually("first stream", || !tokens().is_empty()).await;
+        assert_eq!(tokens(), vec![Some("Bearer first".to_owned())]);
+
+        // The token rotated: the next stream carries the new one.
+        std::fs::write(&path, "second\n").unwrap();
+        ads.disconnect_all();
+        eventually("stream with the rotated token", || {
+            tokens().contains(&Some("Bearer second".to_owned()))
+        })
+        .await;
+
+        // No token: no stream is opened, and the status says which file.
+        std::fs::remove_file(&path).unwrap();
+        let streams = tokens().len();
+        ads.disconnect_all();
+        eventually("token error in the status", || {
+            status
+                .borrow()
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(path.to_str().unwrap()) && e.contains("AUTH_TOKEN"))
+        })
+        .await;
+        assert_eq!(tokens().len(), streams);
+        task.abort();
     }
 
     #[test]

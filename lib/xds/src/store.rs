@@ -138,6 +138,12 @@ impl Snapshot {
         self.types.get(type_url).map(|m| m.as_ref())
     }
 
+    /// The resources of `type_url` as the snapshot shares them, for a reader
+    /// to keep as what a client holds.
+    pub(crate) fn shared_resources(&self, type_url: &str) -> Option<&Arc<TypeResources>> {
+        self.types.get(type_url)
+    }
+
     /// Names of `type_url` changed in revisions `(after, self.revision]`.
     /// May contain duplicates; callers look each one up anyway.
     pub(crate) fn changed_since(&self, type_url: &str, after: u64) -> ChangedSince {

@@ -250,3 +250,38 @@ async fn two_clients_both_get_a_change() {
     .await;
     assert_eq!(h.server.stats().snapshot().connected_clients, 2);
 }
+
+#[tokio::test]
+async fn a_split_initial_state_is_synced_only_once_whole() {
+    // Each resource is about 100 bytes: 60 of them cannot fit one 1 KiB
+    // response, so the initial state arrives in several.
+    let h = Harness::start_with(xds::server::ServerConfig {
+        response_budget: 1024,
+    })
+    .await;
+    let contents: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("a{i:02}"), "x".repeat(90)))
+        .collect();
+    let items: Vec<(&str, &str)> = contents
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    put(&h.store, &items);
+    // One type only, so that no other type's response can hold `synced`
+    // back.
+    let recorder = Arc::new(Recorder::default());
+    let config = ClientConfig::new(node("node-1"), vec![TYPE_A.into()]);
+    let client = DeltaClient::new(h.channel(), config, recorder.clone());
+    let mut status = client.status();
+    let task = tokio::spawn(client.run());
+    // Single-threaded test runtime: nothing is applied between the status
+    // turning synced and the check below.
+    status.wait_for(|s| s.synced).await.unwrap();
+    assert_eq!(recorder.state().len(), 60);
+    assert!(
+        recorder.calls() > 2,
+        "the initial state was not split: {} calls",
+        recorder.calls()
+    );
+    task.abort();
+}

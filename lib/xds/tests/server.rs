@@ -6,7 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use proto::discovery::DeltaDiscoveryRequest;
+use proto::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use xds::server::ServerConfig;
 
 fn none() -> BTreeMap<String, String> {
     BTreeMap::new()
@@ -310,4 +311,170 @@ async fn disconnect_all_ends_streams_and_new_ones_are_served() {
     let mut again = h.raw().await;
     again.subscribe(TYPE_A, &[], &none()).await;
     assert_eq!(names(&again.recv().await), ["a1"]);
+}
+
+/// A budget of four resources of [`filler`] per response.
+const SMALL_BUDGET: usize = 400;
+
+fn small_budget() -> ServerConfig {
+    ServerConfig {
+        response_budget: SMALL_BUDGET,
+    }
+}
+
+/// `count` resources `r00`, `r01`, ... of about 100 encoded bytes each.
+fn filler(count: usize, tag: &str) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| (format!("r{i:02}"), format!("{tag}{}", "x".repeat(40))))
+        .collect()
+}
+
+fn put_all(store: &xds::ResourceStore, items: &[(String, String)]) {
+    let items: Vec<(&str, &str)> = items
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    put(store, &items);
+}
+
+/// Checks the parts of one push: each within the budget (or a single
+/// resource), only the last marked, distinct nonces, and no resource twice.
+/// Returns the union of their resources.
+fn check_parts(parts: &[DeltaDiscoveryResponse], revision: u64) -> BTreeMap<String, String> {
+    let Some((last, rest)) = parts.split_last() else {
+        panic!("a push has at least one response");
+    };
+    assert_eq!(last.system_version_info, revision.to_string());
+    for part in rest {
+        assert_eq!(part.system_version_info, "", "only the last part is marked");
+        assert!(
+            part.removed_resources.is_empty(),
+            "removals ride in the last part"
+        );
+    }
+    let mut union = BTreeMap::new();
+    let mut nonces = std::collections::HashSet::new();
+    for part in parts {
+        assert!(
+            budgeted_bytes(part) <= SMALL_BUDGET || part.resources.len() == 1,
+            "a part of {} resources holds {} bytes",
+            part.resources.len(),
+            budgeted_bytes(part)
+        );
+        assert!(nonces.insert(part.nonce.clone()), "nonces are distinct");
+        for (name, version) in versions(part) {
+            assert!(
+                union.insert(name.clone(), version).is_none(),
+                "{name} sent twice"
+            );
+        }
+    }
+    union
+}
+
+#[tokio::test]
+async fn large_push_is_split_and_only_the_last_part_is_marked() {
+    let h = Harness::start_with(small_budget()).await;
+    put_all(&h.store, &filler(20, "v1"));
+    // Larger than the budget on its own: still sent, alone.
+    put(&h.store, &[("huge", &"h".repeat(1000))]);
+
+    let mut stream = h.raw().await;
+    stream.subscribe(TYPE_A, &[], &none()).await;
+    let parts = stream.recv_push().await;
+    assert!(parts.len() >= 6, "{} parts", parts.len());
+    let union = check_parts(&parts, h.store.revision());
+    assert_eq!(union, store_versions(&h.store, TYPE_A));
+    assert!(parts.iter().any(|p| names(p) == ["huge"]));
+
+    // Every part is current: each ACK counts, none is stale.
+    for part in &parts {
+        stream.ack(part).await;
+    }
+    let stats = h.stats_until(|s| s.acks == parts.len() as u64).await;
+    assert_eq!((stats.stale_nonces, stats.nacks), (0, 0));
+    assert_eq!(stats.pushes, parts.len() as u64);
+    stream.expect_silence().await;
+
+    // A small change is one response, marked as the last of its push.
+    put(&h.store, &[("r03", "changed")]);
+    let change = stream.recv_push().await;
+    assert_eq!(change.len(), 1);
+    assert_eq!(names(&change[0]), ["r03"]);
+}
+
+#[tokio::test]
+async fn nack_of_a_middle_part_rejects_only_its_resources() {
+    let h = Harness::start_with(small_budget()).await;
+    put_all(&h.store, &filler(12, "v1"));
+    let mut stream = h.raw().await;
+    stream.subscribe(TYPE_A, &[], &none()).await;
+    let parts = stream.recv_push().await;
+    assert_eq!(parts.len(), 3);
+    check_parts(&parts, h.store.revision());
+
+    stream.ack(&parts[0]).await;
+    stream.nack(&parts[1], "bad resource").await;
+    stream.ack(&parts[2]).await;
+    let stats = h.stats_until(|s| s.acks == 2 && s.nacks == 1).await;
+    assert_eq!(stats.stale_nonces, 0);
+    // Nothing is resent: versions were recorded when sent.
+    stream.expect_silence().await;
+
+    // Changes elsewhere carry only themselves, not the rejected resources.
+    let accepted = names(&parts[0])[0].clone();
+    let rejected = names(&parts[1]);
+    put(&h.store, &[(accepted.as_str(), "v2"), ("new", "v1")]);
+    let next = stream.recv_push().await;
+    assert_eq!(next.len(), 1);
+    let mut expected = vec![accepted, "new".to_string()];
+    expected.sort();
+    assert_eq!(names(&next[0]), expected);
+    stream.ack(&next[0]).await;
+
+    // A rejected resource is sent again once it changes, and only it.
+    put(&h.store, &[(rejected[0].as_str(), "fixed")]);
+    let fixed = h.recv_acked(&mut stream).await;
+    assert_eq!(names(&fixed), [rejected[0].clone()]);
+    assert_eq!(h.server.stats().snapshot().nacks, 1);
+}
+
+#[tokio::test]
+async fn large_delta_is_split_with_removals_in_the_last_part() {
+    let h = Harness::start_with(small_budget()).await;
+    put(&h.store, &[("old", "one"), ("kept", "one")]);
+    let mut stream = h.raw().await;
+    stream.subscribe(TYPE_A, &[], &none()).await;
+    h.recv_acked(&mut stream).await;
+
+    // One batch: many upserts and a removal.
+    let upserts = filler(10, "v1")
+        .into_iter()
+        .map(|(name, content)| (name, body(TYPE_A, &content)))
+        .collect();
+    h.store
+        .apply(TYPE_A, upserts, vec!["old".to_string()])
+        .unwrap();
+    let parts = stream.recv_push().await;
+    assert_eq!(parts.len(), 3);
+    let union = check_parts(&parts, h.store.revision());
+    let mut expected = store_versions(&h.store, TYPE_A);
+    expected.remove("kept");
+    assert_eq!(union, expected);
+    assert_eq!(removed(parts.last().unwrap()), ["old"]);
+
+    // The parts' ACKs all count, even when they arrive after the last part.
+    for part in &parts {
+        stream.ack(part).await;
+    }
+    h.stats_until(|s| s.acks == 1 + parts.len() as u64).await;
+
+    // Once a newer push is out, an ACK of an older part is stale.
+    put(&h.store, &[("kept", "two")]);
+    let newer = stream.recv().await;
+    stream.ack(&parts[0]).await;
+    h.stats_until(|s| s.stale_nonces == 1).await;
+    stream.ack(&newer).await;
+    let stats = h.stats_until(|s| s.acks == 2 + parts.len() as u64).await;
+    assert_eq!(stats.nacks, 0);
 }

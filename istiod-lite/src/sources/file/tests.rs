@@ -2,8 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::state::{Digest, parse_file};
 use super::*;
-use crate::model::ObjectKind;
+use crate::model::{KubeObject, ObjectKey, ObjectKind};
+use crate::sources::Change;
 
 fn pod(name: &str, version: &str) -> String {
     format!(
@@ -14,6 +16,12 @@ fn pod(name: &str, version: &str) -> String {
 
 fn pod_key(name: &str) -> ObjectKey {
     ObjectKey::new(ObjectKind::Pod, "default", name)
+}
+
+/// The file whose definition of pod `name` is in force.
+fn holder<'a>(state: &'a DirState, name: &str) -> &'a Path {
+    let in_force = state.keys[&pod_key(name)].in_force.as_ref();
+    &in_force.expect("every key has a definition in force").file
 }
 
 fn text(path: &str, docs: &[String]) -> (PathBuf, FileRead) {
@@ -99,7 +107,7 @@ fn a_bad_document_keeps_the_whole_last_good_file() {
         &[pod("x", "v1"), pod("y", "v2"), "kind: [".to_string()],
     )]);
     assert_eq!(seen(broken), [Seen::Problems("/d/a.yaml".into(), 1)]);
-    assert_eq!(state.in_force.len(), 2);
+    assert_eq!(state.objects(), 2);
 
     let fixed = state.apply(vec![text("/d/a.yaml", &[pod("y", "v2")])]);
     assert_eq!(
@@ -116,7 +124,7 @@ fn a_key_defined_twice_in_one_file_makes_it_bad() {
     let mut state = DirState::default();
     let events = state.apply(vec![text("/d/a.yaml", &[pod("x", "v1"), pod("x", "v2")])]);
     assert_eq!(seen(events), [Seen::Problems("/d/a.yaml".into(), 1)]);
-    assert!(state.in_force.is_empty());
+    assert_eq!(state.objects(), 0);
 }
 
 #[test]
@@ -134,7 +142,7 @@ fn duplicates_across_files_first_definition_wins_then_hands_over() {
             Seen::Problems("/d/b.yaml".into(), 1),
         ]
     );
-    assert_eq!(state.in_force[&pod_key("x")].file, Path::new("/d/a.yaml"));
+    assert_eq!(holder(&state, "x"), Path::new("/d/a.yaml"));
 
     // A file that sorts first does not steal an object already in force.
     let stealer = state.apply(vec![text("/d/0.yaml", &[pod("x", "from-0")])]);
@@ -151,7 +159,7 @@ fn duplicates_across_files_first_definition_wins_then_hands_over() {
             Seen::Problems("/d/b.yaml".into(), 1),
         ]
     );
-    assert_eq!(state.in_force[&pod_key("x")].file, Path::new("/d/0.yaml"));
+    assert_eq!(holder(&state, "x"), Path::new("/d/0.yaml"));
 }
 
 #[test]
@@ -163,7 +171,7 @@ fn a_moved_object_with_the_same_content_is_not_resent() {
     ]);
     let events = state.apply(vec![(PathBuf::from("/d/a.yaml"), FileRead::Gone)]);
     assert_eq!(seen(events), [Seen::Problems("/d/b.yaml".into(), 0)]);
-    assert_eq!(state.in_force[&pod_key("x")].file, Path::new("/d/b.yaml"));
+    assert_eq!(holder(&state, "x"), Path::new("/d/b.yaml"));
 }
 
 #[test]
@@ -175,7 +183,7 @@ fn an_unreadable_file_keeps_its_objects_and_is_reread_when_readable() {
         FileRead::Failed("/d/a.yaml: cannot read".into()),
     )]);
     assert_eq!(seen(failed), [Seen::Problems("/d/a.yaml".into(), 1)]);
-    assert_eq!(state.in_force.len(), 1);
+    assert_eq!(state.objects(), 1);
 
     // Same text as before the failure: parsed again, problems cleared.
     let readable = state.apply(vec![text("/d/a.yaml", &[pod("x", "v1")])]);
@@ -188,4 +196,101 @@ fn deleting_a_file_with_problems_clears_them() {
     state.apply(vec![text("/d/a.yaml", &["kind: [".to_string()])]);
     let events = state.apply(vec![(PathBuf::from("/d/a.yaml"), FileRead::Gone)]);
     assert_eq!(seen(events), [Seen::Problems("/d/a.yaml".into(), 0)]);
+}
+
+#[test]
+fn a_new_text_with_the_same_objects_sends_nothing() {
+    let mut state = DirState::default();
+    state.apply(vec![text("/d/a.yaml", &[pod("x", "v1"), pod("y", "v1")])]);
+    // Reordered, commented, quoted differently: the same objects.
+    let rewritten = format!(
+        "# reordered\n{}---\n{}",
+        pod("y", "v1"),
+        pod("x", "v1").replace("name: x", "name: \"x\"")
+    );
+    let events = state.apply(vec![(
+        PathBuf::from("/d/a.yaml"),
+        FileRead::Text(rewritten),
+    )]);
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn only_the_changed_object_of_a_file_is_sent_with_its_new_content() {
+    let mut state = DirState::default();
+    state.apply(vec![
+        text("/d/a.yaml", &[pod("x", "v1"), pod("y", "v1")]),
+        text("/d/b.yaml", &[pod("z", "v1")]),
+    ]);
+    let events = state.apply(vec![text("/d/a.yaml", &[pod("x", "v1"), pod("y", "v2")])]);
+    let [SourceEvent::Changes { origin, changes }] = events.as_slice() else {
+        panic!("expected one Changes: {events:?}");
+    };
+    assert_eq!(origin, "/d/a.yaml");
+    let [Change::Upsert(KubeObject::Pod(y))] = changes.as_slice() else {
+        panic!("expected one Upsert of a pod: {changes:?}");
+    };
+    assert_eq!(y.metadata.name.as_deref(), Some("y"));
+    assert_eq!(y.metadata.labels.as_ref().unwrap()["version"], "v2");
+}
+
+#[test]
+fn a_broken_file_hands_over_its_last_good_definition() {
+    let mut state = DirState::default();
+    state.apply(vec![
+        text("/d/a.yaml", &[pod("x", "from-a")]),
+        text("/d/b.yaml", &[pod("x", "from-b")]),
+    ]);
+    // b breaks, and its broken text has a different x: the last good one counts.
+    let broken = state.apply(vec![text(
+        "/d/b.yaml",
+        &[pod("x", "broken"), "kind: [".to_string()],
+    )]);
+    assert_eq!(seen(broken), [Seen::Problems("/d/b.yaml".into(), 2)]);
+
+    let events = state.apply(vec![(PathBuf::from("/d/a.yaml"), FileRead::Gone)]);
+    let SourceEvent::Changes { origin, changes } = &events[0] else {
+        panic!("expected b's definition to take over: {events:?}");
+    };
+    assert_eq!(origin, "/d/b.yaml");
+    let [Change::Upsert(KubeObject::Pod(x))] = changes.as_slice() else {
+        panic!("expected one Upsert of a pod: {changes:?}");
+    };
+    assert_eq!(x.metadata.labels.as_ref().unwrap()["version"], "from-b");
+    // b keeps its parse problem; the duplicate one is gone.
+    assert_eq!(seen(events)[1..], [Seen::Problems("/d/b.yaml".into(), 1)]);
+    assert_eq!(holder(&state, "x"), Path::new("/d/b.yaml"));
+}
+
+#[test]
+fn an_object_moved_between_files_in_one_batch_is_one_upsert() {
+    let mut state = DirState::default();
+    state.apply(vec![
+        text("/d/a.yaml", &[pod("x", "v1")]),
+        text("/d/b.yaml", &[pod("y", "v1")]),
+    ]);
+    let events = state.apply(vec![
+        text("/d/a.yaml", &[]),
+        text("/d/b.yaml", &[pod("y", "v1"), pod("x", "v2")]),
+    ]);
+    assert_eq!(
+        seen(events),
+        [Seen::Changes(
+            "/d/b.yaml".into(),
+            vec![pod_key("x")],
+            vec![]
+        )]
+    );
+    assert_eq!(holder(&state, "x"), Path::new("/d/b.yaml"));
+    assert_eq!(state.keys[&pod_key("x")].definers.len(), 1);
+}
+
+#[test]
+fn digests_follow_content() {
+    let parse = |yaml: &str| {
+        let mut objects = parse_file(Path::new("/d/a.yaml"), yaml).unwrap();
+        Digest::of(&objects.remove(&pod_key("x")).unwrap())
+    };
+    assert_eq!(parse(&pod("x", "v1")), parse(&pod("x", "v1")));
+    assert_ne!(parse(&pod("x", "v1")), parse(&pod("x", "v2")));
 }

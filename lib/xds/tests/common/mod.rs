@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint, Server};
+use xds::server::ServerConfig;
 use xds::{DeltaAdsServer, ResourceStore};
 
 pub const TYPE_A: &str = "type.googleapis.com/test.A";
@@ -68,10 +69,14 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    pub async fn start_with(config: ServerConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let store = Arc::new(ResourceStore::new());
-        let server = DeltaAdsServer::new(store.clone());
+        let server = DeltaAdsServer::with_config(store.clone(), config);
         let service = server.clone().into_service();
         let task = tokio::spawn(async move {
             Server::builder()
@@ -187,6 +192,20 @@ impl RawStream {
             .expect("stream ended")
     }
 
+    /// Receives the responses of one push: up to and including the first
+    /// one that carries `system_version_info` (the last part).
+    pub async fn recv_push(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        let mut parts = Vec::new();
+        loop {
+            let response = self.recv().await;
+            let last = !response.system_version_info.is_empty();
+            parts.push(response);
+            if last {
+                return parts;
+            }
+        }
+    }
+
     /// Receives and ACKs one response.
     pub async fn recv_ack(&mut self) -> DeltaDiscoveryResponse {
         let response = self.recv().await;
@@ -239,6 +258,18 @@ pub fn versions(response: &DeltaDiscoveryResponse) -> BTreeMap<String, String> {
         .iter()
         .map(|r| (r.name.clone(), r.version.clone()))
         .collect()
+}
+
+/// Encoded size of a response's resources and removed names, as the
+/// server's budget counts them.
+pub fn budgeted_bytes(response: &DeltaDiscoveryResponse) -> usize {
+    use prost::Message;
+    DeltaDiscoveryResponse {
+        resources: response.resources.clone(),
+        removed_resources: response.removed_resources.clone(),
+        ..DeltaDiscoveryResponse::default()
+    }
+    .encoded_len()
 }
 
 pub fn names(response: &DeltaDiscoveryResponse) -> Vec<String> {

@@ -1,0 +1,25 @@
+//! ztunnel, the node proxy: captures enrolled pods' TCP traffic, carries it
+//! to the destination node inside HBONE, and enforces L4 authorization on the
+//! receiving side. It must never let a byte of an enrolled pod's traffic
+//! cross the node in plaintext to another enrolled pod, and never wait on the
+//! control plane on the data path.
+//!
+//! # Layout
+//!
+//! - `config`: flags and environment, with Istio's variable names.
+//! - `state`: workloads, services and policies as immutable snapshots,
+//!   converted from the pushed xDS resources at the edge.
+//! - `authz`: L4 authorization, a pure function of policies and connection.
+//! - `capture`: in-pod capture: pod network namespaces, listeners and marked
+//!   sockets in them, and the nftables redirection rules.
+//! - `xds`: the handler that turns pushed resources into state snapshots.
+//! - `proxy`: one local pod's data path: inbound HBONE (15008), inbound
+//!   plaintext (15006), outbound (15001) and SOCKS5 (15080), with route
+//!   resolution as a pure function and one access-log event per connection.
+
+pub mod authz;
+pub mod capture;
+pub mod config;
+pub mod proxy;
+pub mod state;
+pub mod xds;
