@@ -54,6 +54,10 @@ pub struct Args {
     /// Lifetime asked for workload certificates (`24h`, `90m`, `30s`).
     #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     pub secret_ttl: Duration,
+    /// Accept a `SECRET_TTL` down to 2 s (rotation tests); never in
+    /// production, where each rotation is a CA request per pod.
+    #[arg(long, env = "ZTUNNEL_ALLOW_SHORT_TTL")]
+    pub allow_short_ttl: bool,
     /// This ztunnel's own pod, for its xDS node id.
     #[arg(long, env = "POD_NAME", default_value = "ztunnel")]
     pub pod_name: String,
@@ -78,6 +82,25 @@ pub struct Args {
     /// On SIGTERM, how long open connections get to finish.
     #[arg(long, env = "ZTUNNEL_DRAIN_DEADLINE", default_value = "5s", value_parser = parse_duration)]
     pub drain_deadline: Duration,
+    /// How local pods are served: `netns` (in-pod capture: listeners and
+    /// redirection rules inside each pod's network namespace) or
+    /// `explicit` (HBONE and SOCKS5 on each pod's address, no capture).
+    #[arg(long, env = "ZTUNNEL_CAPTURE", value_enum, default_value_t = Capture::Netns)]
+    pub capture: Capture,
+    /// Where pod network namespaces are found: a directory of named
+    /// namespaces (`ip netns`), or `/proc` on a Kubernetes node (hostPID).
+    #[arg(long, env = "ZTUNNEL_NETNS_DIR", default_value = crate::capture::DEFAULT_NETNS_DIR)]
+    pub netns_dir: PathBuf,
+    /// Tokio worker threads for the data path (Istio's default: 2).
+    #[arg(long, env = "ZTUNNEL_WORKER_THREADS", default_value_t = 2)]
+    pub worker_threads: usize,
+}
+
+/// How local pods are served (see [`crate::pods::CaptureMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Capture {
+    Netns,
+    Explicit,
 }
 
 /// Why a setting is unusable.
@@ -90,8 +113,13 @@ pub enum ConfigError {
          so bind it to 127.0.0.1 or ::1"
     )]
     AdminNotLoopback(SocketAddr),
-    #[error("SECRET_TTL must be at least one minute, not {0:?}")]
+    #[error(
+        "SECRET_TTL must be at least one minute, not {0:?} (ZTUNNEL_ALLOW_SHORT_TTL=1 lowers \
+         the floor to 2 s, for rotation tests only)"
+    )]
     TtlTooShort(Duration),
+    #[error("ZTUNNEL_WORKER_THREADS must be at least 1")]
+    NoWorkers,
 }
 
 // === impl Args ===
@@ -105,10 +133,23 @@ impl Args {
         if !self.admin_addr.ip().is_loopback() {
             return Err(ConfigError::AdminNotLoopback(self.admin_addr));
         }
-        if self.secret_ttl < Duration::from_secs(60) {
+        if self.secret_ttl < self.min_secret_ttl() {
             return Err(ConfigError::TtlTooShort(self.secret_ttl));
         }
+        if self.worker_threads == 0 {
+            return Err(ConfigError::NoWorkers);
+        }
         Ok(())
+    }
+
+    /// The shortest certificate lifetime accepted: a minute, or 2 s when
+    /// `allow_short_ttl` is set (to exercise rotation in tests).
+    pub fn min_secret_ttl(&self) -> Duration {
+        if self.allow_short_ttl {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(60)
+        }
     }
 
     pub fn ca_address(&self) -> &str {

@@ -16,10 +16,24 @@
 //! - `proxy`: one local pod's data path: inbound HBONE (15008), inbound
 //!   plaintext (15006), outbound (15001) and SOCKS5 (15080), with route
 //!   resolution as a pure function and one access-log event per connection.
+//! - `pods`: which local pods to serve (a pure plan from the snapshot) and
+//!   starting or stopping each one's listeners, rules and proxy.
+//! - `connections`: every open connection node-wide, for `/connections`,
+//!   drain, closing what a policy change no longer allows, and metrics.
+//! - `metrics`: Istio's `istio_tcp_*` metrics and labels.
+//! - `admin`: the admin (15000), metrics (15020) and readiness (15021)
+//!   pages.
+//! - `app`: the composition root and the drain protocol; `main.rs` adds
+//!   only the runtime, logging and signals.
 
+pub mod admin;
+pub mod app;
 pub mod authz;
 pub mod capture;
 pub mod config;
+pub mod connections;
+pub mod metrics;
+pub mod pods;
 pub mod proxy;
 pub mod state;
 pub mod xds;

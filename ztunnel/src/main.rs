@@ -1,11 +1,67 @@
-//! The node proxy: captures enrolled pods' TCP traffic, tunnels it over HBONE and enforces L4 authorization.
-//!
-//! Not built yet: it arrives with issue 4 (ztunnel). This binary says so and exits non-zero rather than
-//! pretending to run.
+//! The node proxy: captures enrolled pods' TCP traffic, tunnels it over
+//! HBONE and enforces L4 authorization. Everything but the runtime, the log
+//! subscriber and the signals lives in the library (`ztunnel::app`).
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use ztunnel::app::App;
+use ztunnel::config::Args;
+
 fn main() -> ExitCode {
-    eprintln!("ztunnel is not implemented yet (it arrives with issue 4 (ztunnel).)");
-    ExitCode::FAILURE
+    let args = Args::parse();
+    raise_fd_limit();
+    let logging = match telemetry::logging::init("info") {
+        Ok(control) => Some(control),
+        Err(error) => {
+            eprintln!("ztunnel: {error}; logging without run-time filter changes");
+            None
+        }
+    };
+    match run(args, logging) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("ztunnel: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every proxied connection holds two descriptors or more, so the usual
+/// soft limit of 1024 caps a node at a few hundred connections: raise it to
+/// the hard limit, as Istio's ztunnel does.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        eprintln!("ztunnel: cannot raise the open-file limit from {soft} to {hard}: {error}");
+    }
+}
+
+fn run(args: Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::Result<()> {
+    args.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads)
+        .thread_name("ztunnel-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let app = App::start(&args, logging).await?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
+            result = tokio::signal::ctrl_c() => {
+                result.context("cannot listen for ctrl-c")?;
+                tracing::info!("interrupted: draining");
+            }
+        }
+        app.drain().await;
+        Ok(())
+    })
 }

@@ -6,10 +6,14 @@
 // Test helpers: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod netns_support;
+
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};
+
+use netns_support::{Cleanup, require_root, sh};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,33 +37,6 @@ struct Topology {
     pod_ip6: Ipv6Addr,
     node_ip6: Ipv6Addr,
     _cleanup: Cleanup,
-}
-
-/// Deletes the namespaces (and with them the veth pair), also when setup
-/// fails halfway.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "these tests need root (network namespaces, veth pairs, nftables), as CI has: \
-         run them as root, e.g. `sudo -E cargo test -p ztunnel --test capture`"
-    );
-}
-
-fn sh(script: &str) -> String {
-    let output = Command::new("sh").args(["-euc", script]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{script}\nfailed: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
 }
 
 impl Topology {

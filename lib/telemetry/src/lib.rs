@@ -1,5 +1,17 @@
-//! Logging, access logs, the Prometheus registry, OTLP export and the
-//! admin/readiness server helpers shared by every binary.
+//! Logging and the small HTTP servers (admin, metrics, readiness) shared by
+//! every binary of the mesh.
 //!
-//! Empty until the ztunnel issue lands. This crate must never sit on the data
-//! path's critical section: recording a metric or a log line never blocks.
+//! This crate must never sit on a data path's critical section: a log line
+//! or a status page never takes a lock the data path holds, and the servers
+//! here run their own accept loops on whatever runtime the binary gives
+//! them.
+//!
+//! # Layout
+//!
+//! - `http`: serve a synchronous handler (`Request<()>` in, `Response<String>`
+//!   out) over HTTP/1.1 until a shutdown signal; helpers for JSON and text.
+//! - `logging`: install the global subscriber with a filter that `/logging`
+//!   can change while running.
+
+pub mod http;
+pub mod logging;

@@ -11,6 +11,7 @@ use identity::CertManagerError;
 
 use super::route::RouteError;
 use super::socks5::Socks5Error;
+use crate::connections::PipeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -59,4 +60,15 @@ pub enum ProxyError {
     Answer(#[source] h2::Error),
     #[error("connection broke while proxying: {0}")]
     Io(#[from] io::Error),
+    #[error("closed by ztunnel: {0}")]
+    Revoked(String),
+}
+
+impl From<PipeError> for ProxyError {
+    fn from(error: PipeError) -> Self {
+        match error {
+            PipeError::Io(error) => ProxyError::Io(error),
+            PipeError::Revoked(reason) => ProxyError::Revoked(reason),
+        }
+    }
 }

@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, debug_span, info};
 use super::access_log::{AccessLog, Direction};
 use super::{Inner, ProxyError};
 use crate::authz::{self, Decision};
+use crate::connections::{PolicyCheck, Protocol};
 use crate::state::{Connection, State, Workload};
 
 /// Ports an authority may not name: connecting to them from inside the pod
@@ -110,8 +111,8 @@ impl Inner {
         let span =
             debug_span!("inbound", src.addr = %request.peer_addr, authority = %request.authority);
         async {
-            let app = match self.admit(&request, &mut log).await {
-                Ok(app) => app,
+            let (mut app, conn) = match self.admit(&request, &mut log).await {
+                Ok(admitted) => admitted,
                 Err((rejection, error)) => {
                     request.reject(rejection);
                     log.finish(Err(&error));
@@ -122,11 +123,15 @@ impl Inner {
                 Ok(tunnel) => tunnel,
                 Err(error) => return log.finish(Err(&ProxyError::Answer(error))),
             };
-            let mut app = app;
-            match hbone::copy_bidirectional(&mut tunnel, &mut app).await {
-                Ok(transferred) => log.finish(Ok(transferred)),
-                Err(error) => log.finish(Err(&ProxyError::Io(error))),
-            }
+            let check = PolicyCheck {
+                workload_uid: self.workload_uid.clone(),
+                conn,
+            };
+            let tracked = log.track(&self.connections, Protocol::Hbone, Some(check));
+            let result = tracked
+                .pipe(hbone::copy_bidirectional(&mut tunnel, &mut app))
+                .await;
+            log.finish(result.map_err(ProxyError::from).as_ref().copied());
         }
         .instrument(span)
         .await;
@@ -137,14 +142,14 @@ impl Inner {
         &self,
         request: &InboundConnect,
         log: &mut AccessLog,
-    ) -> Result<TcpStream, (Rejection, ProxyError)> {
+    ) -> Result<(TcpStream, Connection), (Rejection, ProxyError)> {
         let state = self.state.snapshot();
         let workload = self
             .local_workload(&state)
             .map_err(|e| (Rejection::Unavailable, e))?;
         log.destination(&workload);
         if let Some(source) = state.workload_by_address(&workload.network, request.peer_addr.ip()) {
-            log.src_workload = Some(source.name.clone());
+            log.peer(source);
         }
         let dst =
             authority_of(&request.authority, &workload).map_err(|e| (Rejection::BadRequest, e))?;
@@ -161,7 +166,7 @@ impl Inner {
             .connect_plaintext(dst)
             .await
             .map_err(|e| (Rejection::Unavailable, e))?;
-        Ok(app)
+        Ok((app, conn))
     }
 }
 

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug_span};
 use super::access_log::{AccessLog, Direction};
 use super::inbound::authorize;
 use super::{Inner, ProxyError};
+use crate::connections::{PolicyCheck, Protocol};
 use crate::state::Connection;
 
 // === impl Inner ===
@@ -26,9 +27,17 @@ impl Inner {
         async move {
             let mut log = AccessLog::new(Direction::Inbound, peer);
             let result = match self.admit_plaintext(&tcp, peer, &mut log).await {
-                Ok(mut app) => hbone::copy_bidirectional(&mut tcp, &mut app)
-                    .await
-                    .map_err(ProxyError::Io),
+                Ok((mut app, conn)) => {
+                    let check = PolicyCheck {
+                        workload_uid: self.workload_uid.clone(),
+                        conn,
+                    };
+                    let tracked = log.track(&self.connections, Protocol::Tcp, Some(check));
+                    tracked
+                        .pipe(hbone::copy_bidirectional(&mut tcp, &mut app))
+                        .await
+                        .map_err(ProxyError::from)
+                }
                 Err(error) => Err(error),
             };
             log.finish(result.as_ref().copied());
@@ -42,14 +51,14 @@ impl Inner {
         tcp: &TcpStream,
         peer: SocketAddr,
         log: &mut AccessLog,
-    ) -> Result<TcpStream, ProxyError> {
+    ) -> Result<(TcpStream, Connection), ProxyError> {
         let dst = original_dst(tcp)?;
         log.dst_addr = Some(dst);
         let state = self.state.snapshot();
         let workload = self.local_workload(&state)?;
         log.destination(&workload);
         if let Some(source) = state.workload_by_address(&workload.network, peer.ip()) {
-            log.src_workload = Some(source.name.clone());
+            log.peer(source);
         }
         if !workload.addresses.contains(&dst.ip()) {
             return Err(ProxyError::NotThisPod {
@@ -59,7 +68,7 @@ impl Inner {
         }
         let conn = Connection::new(peer.ip(), None, dst.ip(), dst.port());
         authorize(&state, &workload, &conn)?;
-        self.connect_plaintext(dst).await
+        Ok((self.connect_plaintext(dst).await?, conn))
     }
 }
 

@@ -51,6 +51,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::connections::ConnectionTracker;
 use crate::state::{State, StateStore, Workload};
 
 pub use self::error::ProxyError;
@@ -71,11 +72,26 @@ pub type CertFuture<'a> =
 /// [`CertManager::fetch`] is).
 pub trait CertSource: Send + Sync + fmt::Debug + 'static {
     fn fetch<'a>(&'a self, identity: &'a Identity) -> CertFuture<'a>;
+
+    /// Starts obtaining `identity`'s certificate in the background, so the
+    /// first connection of a new pod does not wait for the CA.
+    fn prefetch(&self, _identity: &Identity) {}
+
+    /// Stops renewing `identity`'s certificate: no local pod needs it.
+    fn forget(&self, _identity: &Identity) {}
 }
 
 impl<C: CaClient> CertSource for CertManager<C> {
     fn fetch<'a>(&'a self, identity: &'a Identity) -> CertFuture<'a> {
         Box::pin(CertManager::fetch(self, identity))
+    }
+
+    fn prefetch(&self, identity: &Identity) {
+        CertManager::prefetch(self, identity);
+    }
+
+    fn forget(&self, identity: &Identity) {
+        CertManager::forget(self, identity);
     }
 }
 
@@ -121,6 +137,8 @@ struct Inner {
     /// the same one for HBONE.
     connector: Arc<dyn Connector>,
     pool: Pool,
+    /// The node's registry of open connections (and their metrics).
+    connections: ConnectionTracker,
     /// Round-robin position per service, shared by 15001 and 15080.
     balancer: RoundRobin,
     /// The inbound TLS config of the current certificate generation.
@@ -137,6 +155,7 @@ impl Proxy {
         state: Arc<StateStore>,
         certs: Arc<dyn CertSource>,
         connector: Arc<dyn Connector>,
+        connections: ConnectionTracker,
         config: ProxyConfig,
     ) -> Self {
         let pool = Pool::with_connector(config.pool.clone(), connector.clone());
@@ -146,6 +165,7 @@ impl Proxy {
                 state,
                 certs,
                 connector,
+                connections,
                 pool,
                 balancer: RoundRobin::default(),
                 inbound_tls: inbound::TlsCache::default(),

@@ -22,6 +22,7 @@ use super::access_log::{AccessLog, Direction};
 use super::inbound_plaintext::original_dst;
 use super::route::{self, Route};
 use super::{Inner, ProxyError};
+use crate::connections::Protocol;
 
 /// Where the proxy's side of an outbound connection goes.
 #[derive(Debug)]
@@ -101,14 +102,20 @@ impl Inner {
         early: &[u8],
         log: AccessLog,
     ) {
-        let result = async {
+        let protocol = match upstream {
+            Upstream::Hbone(_) => Protocol::Hbone,
+            Upstream::Plaintext(_) => Protocol::Tcp,
+        };
+        // Outbound connections are not re-checked: the destination's proxy
+        // enforces policy (and closes what it no longer allows).
+        let tracked = log.track(&self.connections, protocol, None);
+        let copy = async {
             upstream.write_all(early).await?;
             let mut transferred = hbone::copy_bidirectional(&mut downstream, &mut upstream).await?;
             transferred.a_to_b += early.len() as u64;
             Ok(transferred)
-        }
-        .await
-        .map_err(ProxyError::Io);
+        };
+        let result = tracked.pipe(copy).await.map_err(ProxyError::from);
         log.finish(result.as_ref().copied());
     }
 }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use proto::workload::address::Type as AddressType;
+use tokio::sync::watch;
 
 pub use self::policy::{Connection, Policy, Scope};
 pub use self::service::{NetworkAddress, Service};
@@ -58,18 +59,39 @@ pub struct State {
 }
 
 /// The published snapshot. One writer (the xDS handler), many readers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StateStore {
     current: ArcSwap<State>,
     /// Serializes writers so that no update is lost between load and store.
     write: Mutex<()>,
+    /// Bumped after every published update, for the tasks that react to a
+    /// change (pod capture, re-checking open connections); the data path
+    /// never waits on it.
+    generation: watch::Sender<u64>,
 }
 
 // === impl StateStore ===
 
+impl Default for StateStore {
+    fn default() -> Self {
+        StateStore {
+            current: ArcSwap::default(),
+            write: Mutex::new(()),
+            generation: watch::channel(0).0,
+        }
+    }
+}
+
 impl StateStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Follows updates: the value is the number of updates published so
+    /// far. A slow receiver sees only the latest, which is all it needs
+    /// since it reads the snapshot afresh.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The current snapshot; cheap, never blocks.
@@ -83,6 +105,7 @@ impl StateStore {
         let mut next = State::clone(&self.current.load());
         let result = change(&mut next);
         self.current.store(Arc::new(next));
+        self.generation.send_modify(|generation| *generation += 1);
         result
     }
 }

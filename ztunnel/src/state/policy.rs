@@ -22,6 +22,7 @@ use proto::security as xds;
 use super::{ConversionError, ip_from_bytes, workload::port};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Scope {
     /// Every workload in the mesh (policies of the root namespace).
     Global,
@@ -32,6 +33,7 @@ pub enum Scope {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
     Allow,
     Deny,

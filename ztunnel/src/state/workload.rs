@@ -15,6 +15,7 @@ use super::{ConversionError, ip_from_bytes};
 
 /// How traffic reaches a workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TunnelProtocol {
     /// Plain TCP: the destination is not in the mesh.
     None,

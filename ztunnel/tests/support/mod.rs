@@ -25,6 +25,8 @@ use tokio::sync::watch;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{EnvFilter, Layer};
+use ztunnel::connections::ConnectionTracker;
+use ztunnel::metrics::Metrics;
 use ztunnel::proxy::{Proxy, ProxyConfig};
 use ztunnel::state::StateStore;
 
@@ -65,6 +67,7 @@ pub struct Mesh {
     pub ca: Arc<Ca>,
     pub certs: Arc<CertManager<LocalCa>>,
     pub drain: watch::Sender<bool>,
+    pub connections: ConnectionTracker,
 }
 
 /// A pod with a running proxy.
@@ -86,6 +89,7 @@ impl Mesh {
             ca,
             certs: Arc::new(certs),
             drain: watch::channel(false).0,
+            connections: ConnectionTracker::new(Arc::new(Metrics::default())),
         }
     }
 
@@ -146,6 +150,7 @@ impl Mesh {
             self.state.clone(),
             self.certs.clone(),
             Arc::new(PodConnector(ip)),
+            self.connections.clone(),
             ProxyConfig::default(),
         );
         let hbone = TcpListener::bind((ip, 15008)).await.unwrap();
@@ -338,7 +343,7 @@ impl Visit for Fields {
 
 /// Installs the capturing subscriber once per test binary (plus readable
 /// logs with `RUST_LOG`).
-fn capture_access_log() {
+pub fn capture_access_log() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let fmt = tracing_subscriber::fmt::layer()

@@ -1,0 +1,93 @@
+//! The global `tracing` subscriber: human-readable lines on stderr, with a
+//! filter (`RUST_LOG` syntax) that can be changed while the process runs,
+//! which is what an admin `/logging` endpoint needs to turn on debug logs
+//! for one module without a restart.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// Why a log filter was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("invalid log filter {filter:?}: {reason} (examples: `info`, `ztunnel=debug,info`)")]
+    Filter { filter: String, reason: String },
+    #[error("cannot install the log subscriber: {0}")]
+    Install(String),
+    #[error("the log subscriber is gone, so its filter cannot change")]
+    Gone,
+}
+
+/// Changes the filter of the installed subscriber. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// The filter text in force, since `EnvFilter` does not print back what
+    /// it was given verbatim.
+    current: Arc<Mutex<String>>,
+}
+
+/// Installs the global subscriber: the filter is `RUST_LOG` when set and
+/// valid, else `default_filter`.
+pub fn init(default_filter: &str) -> Result<LogControl, LoggingError> {
+    let text = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| parse(f).is_ok())
+        .unwrap_or_else(|| default_filter.to_owned());
+    let filter = parse(&text)?;
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .map_err(|e| LoggingError::Install(e.to_string()))?;
+    Ok(LogControl {
+        handle,
+        current: Arc::new(Mutex::new(text)),
+    })
+}
+
+fn parse(filter: &str) -> Result<EnvFilter, LoggingError> {
+    EnvFilter::builder()
+        .parse(filter)
+        .map_err(|e| LoggingError::Filter {
+            filter: filter.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+// === impl LogControl ===
+
+impl LogControl {
+    /// The filter in force.
+    pub fn current(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the filter; an invalid one leaves the current one in force.
+    pub fn set(&self, filter: &str) -> Result<(), LoggingError> {
+        let parsed = parse(filter)?;
+        self.handle.reload(parsed).map_err(|_| LoggingError::Gone)?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = filter.to_owned();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_validated_before_they_replace_the_current_one() {
+        assert!(parse("info").is_ok());
+        assert!(parse("ztunnel=debug,info").is_ok());
+        let error = parse("ztunnel=loud").unwrap_err().to_string();
+        assert!(error.contains("ztunnel=loud"), "{error}");
+        assert!(error.contains("examples"), "{error}");
+    }
+}

@@ -1,0 +1,250 @@
+//! ztunnel on the real path against the direct one, in one run:
+//!
+//! ```text
+//!  pod A app ──(captured)──▶ ztunnel A ══ HBONE over veth ══▶ ztunnel B ──▶ pod B echo
+//!  pod A app ─────────────────────── plain TCP over veth ──────────────────▶ pod B echo
+//! ```
+//!
+//! Two pod network namespaces joined by a veth pair; istiod-lite in this
+//! process; two ztunnel *processes* (the binary cargo built for this bench)
+//! in netns capture mode, one per node, so each one's memory and CPU are
+//! its own. The same client code runs both paths, from a thread inside pod
+//! A's namespace.
+//!
+//! Measured: iperf3 throughput (1 and 4 streams), 1 KiB echo round trips on
+//! one connection (p50, p99), sequential new connections per second, each
+//! ztunnel's resident memory idle and with 1,000 open tunnelled
+//! connections, and CPU seconds per phase. Printed as a table with ratios
+//! and the issue's bars; written as JSON to `<target>/tmp/ztunnel-mesh.json`.
+//!
+//! Needs root (namespaces, nftables) and iperf3:
+//! `sudo -E cargo bench -p ztunnel --bench mesh`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_debug_implementations
+)]
+
+#[path = "../tests/netns_support/mod.rs"]
+mod netns_support;
+#[path = "../tests/node_support/mod.rs"]
+mod node_support;
+
+#[path = "mesh/load.rs"]
+mod load;
+#[path = "mesh/procs.rs"]
+mod procs;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use netns_support::{Pods, require_root};
+use node_support::{ControlPlane, NODE_A, NODE_B, pods_yaml};
+use procs::{Settings, Ztunnel};
+
+const ROUNDS: usize = 20_000;
+const RATE_SECONDS: u64 = 5;
+const IPERF_SECONDS: u32 = 5;
+const HELD: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Path {
+    gbps_1: f64,
+    gbps_4: f64,
+    latency: load::Latency,
+    connections_per_second: f64,
+}
+
+fn measure(pods: &Pods, what: &str) -> Path {
+    let dst = SocketAddr::from((pods.b_ip, 8080));
+    println!("measuring {what}...");
+    let b_ip = pods.b_ip.to_string();
+    Path {
+        gbps_1: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 1, IPERF_SECONDS),
+        gbps_4: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 4, IPERF_SECONDS),
+        latency: load::round_trips(&pods.a, dst, ROUNDS),
+        connections_per_second: load::connection_rate(
+            &pods.a,
+            dst,
+            Duration::from_secs(RATE_SECONDS),
+        ),
+    }
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+fn main() {
+    require_root();
+    assert!(
+        std::process::Command::new("iperf3")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "iperf3 is missing: apt-get install -y iperf3"
+    );
+    raise_fd_limit();
+    let pods = Pods::new();
+    load::echo_server(&pods.b, 8080);
+    let direct = measure(&pods, "the direct path");
+
+    // The mesh: istiod-lite here, on a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let plane = runtime.block_on(ControlPlane::start());
+    let mesh = pods_yaml(&[
+        ("a", NODE_A, IpAddr::V4(pods.a_ip)),
+        ("b", NODE_B, IpAddr::V4(pods.b_ip)),
+    ]);
+    runtime.block_on(plane.apply(&mesh));
+    let scratch = tempfile::TempDir::new().unwrap();
+    let (dir_a, dir_b) = (pods.netns_dir(&pods.a_name), pods.netns_dir(&pods.b_name));
+    let xds = format!("https://{}", plane.grpc);
+    let mut ztunnels: Vec<(Ztunnel, std::path::PathBuf)> =
+        [(NODE_A, &dir_a, 0), (NODE_B, &dir_b, 100)]
+            .into_iter()
+            .map(|(node, dir, port_offset)| {
+                let log = scratch.path().join(format!("{node}.log"));
+                let token = plane.token(node);
+                let root = plane.root_cert();
+                let settings = Settings {
+                    node,
+                    xds: xds.clone(),
+                    root_cert: &root,
+                    token: &token,
+                    netns_dir: dir.path(),
+                    port_offset: port_offset + 30_000,
+                    log: &log,
+                };
+                (Ztunnel::start(&settings), log)
+            })
+            .collect();
+    for (ztunnel, log) in &mut ztunnels {
+        ztunnel.wait_ready(log);
+    }
+    // A first connection fetches certificates and warms the pool.
+    load::hold(&pods.a, SocketAddr::from((pods.b_ip, 8080)), 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle: Vec<f64> = ztunnels.iter().map(|(z, _)| z.rss_mib()).collect();
+    let cpu_before: Vec<f64> = ztunnels.iter().map(|(z, _)| z.cpu_seconds()).collect();
+    let meshed = measure(&pods, "through the mesh");
+    let cpu: Vec<f64> = ztunnels
+        .iter()
+        .zip(&cpu_before)
+        .map(|((z, _), before)| z.cpu_seconds() - before)
+        .collect();
+    let held = load::hold(&pods.a, SocketAddr::from((pods.b_ip, 8080)), HELD);
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded: Vec<f64> = ztunnels.iter().map(|(z, _)| z.rss_mib()).collect();
+    drop(held);
+
+    report(&direct, &meshed, &idle, &loaded, &cpu);
+    drop(ztunnels);
+    drop(plane);
+}
+
+fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64]) {
+    let per_conn_kib: Vec<f64> = idle
+        .iter()
+        .zip(loaded)
+        .map(|(i, l)| (l - i) * 1024.0 / HELD as f64)
+        .collect();
+    let row = |what: &str, d: f64, m: f64, unit: &str| {
+        println!("| {what} | {d:.2} {unit} | {m:.2} {unit} | {:.2} |", m / d);
+    };
+    println!("\n| | direct | mesh | mesh/direct |\n| --- | --- | --- | --- |");
+    row("iperf3, 1 stream", direct.gbps_1, meshed.gbps_1, "Gbit/s");
+    row("iperf3, 4 streams", direct.gbps_4, meshed.gbps_4, "Gbit/s");
+    row(
+        "1 KiB echo p50",
+        direct.latency.p50_us,
+        meshed.latency.p50_us,
+        "µs",
+    );
+    row(
+        "1 KiB echo p99",
+        direct.latency.p99_us,
+        meshed.latency.p99_us,
+        "µs",
+    );
+    row(
+        "new connections",
+        direct.connections_per_second,
+        meshed.connections_per_second,
+        "/s",
+    );
+    for (i, node) in [NODE_A, NODE_B].iter().enumerate() {
+        println!(
+            "\nztunnel {node}: {:.1} MiB idle, {:.1} MiB with {HELD} connections \
+             ({:.1} KiB each), {:.1} CPU s during the mesh runs",
+            idle[i], loaded[i], per_conn_kib[i], cpu[i]
+        );
+    }
+    let added_p50 = meshed.latency.p50_us - direct.latency.p50_us;
+    let bar = |ok: bool| if ok { "met" } else { "MISSED" };
+    let throughput = meshed.gbps_1 / direct.gbps_1;
+    let rate = meshed.connections_per_second / direct.connections_per_second;
+    let max_idle = idle.iter().cloned().fold(0.0, f64::max);
+    let max_per_conn = per_conn_kib.iter().cloned().fold(0.0, f64::max);
+    println!("\nbars:");
+    println!(
+        "  throughput {:.0}% of direct (>= 40%): {}",
+        throughput * 100.0,
+        bar(throughput >= 0.40)
+    );
+    println!(
+        "  added p50 {added_p50:.0} µs (<= 80 µs): {}",
+        bar(added_p50 <= 80.0)
+    );
+    println!(
+        "  new connections {:.0}% of direct (>= 25%): {}",
+        rate * 100.0,
+        bar(rate >= 0.25)
+    );
+    println!(
+        "  idle memory {max_idle:.1} MiB (<= 13 MiB): {}",
+        bar(max_idle <= 13.0)
+    );
+    println!(
+        "  per connection {max_per_conn:.1} KiB (<= 25 KiB): {}",
+        bar(max_per_conn <= 25.0)
+    );
+
+    let ztunnels: Vec<serde_json::Value> = [NODE_A, NODE_B]
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            serde_json::json!({
+                "node": node,
+                "idle_rss_mib": idle[i],
+                "rss_mib_with_connections": loaded[i],
+                "held_connections": HELD,
+                "kib_per_connection": per_conn_kib[i],
+                "cpu_seconds": cpu[i],
+            })
+        })
+        .collect::<Vec<_>>();
+    let json = serde_json::json!({
+        "direct": direct,
+        "mesh": meshed,
+        "ztunnel": ztunnels,
+        "ratios": {
+            "throughput_1_stream": throughput,
+            "throughput_4_streams": meshed.gbps_4 / direct.gbps_4,
+            "added_p50_us": added_p50,
+            "added_p99_us": meshed.latency.p99_us - direct.latency.p99_us,
+            "connections_per_second": rate,
+        },
+    });
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ztunnel-mesh.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    println!("\nwritten to {}", path.display());
+}
