@@ -57,8 +57,16 @@ struct Path {
     connections_per_second: f64,
 }
 
-fn measure(pods: &Pods, what: &str) -> Path {
-    let dst = SocketAddr::from((pods.b_ip, 8080));
+/// Echo ports: one for the long-lived connections, and one per phase for
+/// the new-connection runs, so that the thousands of client sockets the
+/// direct run leaves in TIME_WAIT (60 s) do not slow the mesh run's port
+/// allocation (`connect()` then searches past them: milliseconds each).
+const ECHO_PORT: u16 = 8080;
+const RATE_PORT_DIRECT: u16 = 8081;
+const RATE_PORT_MESH: u16 = 8082;
+
+fn measure(pods: &Pods, what: &str, rate_port: u16) -> Path {
+    let dst = SocketAddr::from((pods.b_ip, ECHO_PORT));
     println!("measuring {what}...");
     let b_ip = pods.b_ip.to_string();
     Path {
@@ -67,7 +75,7 @@ fn measure(pods: &Pods, what: &str) -> Path {
         latency: load::round_trips(&pods.a, dst, ROUNDS),
         connections_per_second: load::connection_rate(
             &pods.a,
-            dst,
+            SocketAddr::from((pods.b_ip, rate_port)),
             Duration::from_secs(RATE_SECONDS),
         ),
     }
@@ -90,8 +98,20 @@ fn main() {
     );
     raise_fd_limit();
     let pods = Pods::new();
-    load::echo_server(&pods.b, 8080);
-    let direct = measure(&pods, "the direct path");
+    // Reuse TIME_WAIT ports for new connections (safe with timestamps),
+    // a load generator's usual setting, in both pods: in pod A for the
+    // client; in pod B because through the mesh ztunnel B is the side that
+    // closes first towards the app, so *its* sockets pile up in TIME_WAIT
+    // (the direct path's server closes second and keeps none).
+    for pod in [&pods.a_name, &pods.b_name] {
+        netns_support::sh(&format!(
+            "ip netns exec {pod} sysctl -qw net.ipv4.tcp_tw_reuse=1"
+        ));
+    }
+    for port in [ECHO_PORT, RATE_PORT_DIRECT, RATE_PORT_MESH] {
+        load::echo_server(&pods.b, port);
+    }
+    let direct = measure(&pods, "the direct path", RATE_PORT_DIRECT);
 
     // The mesh: istiod-lite here, on a runtime of its own.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -131,22 +151,37 @@ fn main() {
         ztunnel.wait_ready(log);
     }
     // A first connection fetches certificates and warms the pool.
-    load::hold(&pods.a, SocketAddr::from((pods.b_ip, 8080)), 1);
+    load::hold(&pods.a, SocketAddr::from((pods.b_ip, ECHO_PORT)), 1);
+    // For profiling by hand: the mesh stays up this long before the runs.
+    if let Ok(pause) = std::env::var("MESH_BENCH_PAUSE_SECS") {
+        println!(
+            "mesh ready: pod A {} ({}), pod B {} ({}), echo on :8080; pausing {pause} s",
+            pods.a_name, pods.a_ip, pods.b_name, pods.b_ip
+        );
+        std::thread::sleep(Duration::from_secs(pause.parse().unwrap_or(60)));
+    }
     std::thread::sleep(Duration::from_secs(1));
     let idle: Vec<f64> = ztunnels.iter().map(|(z, _)| z.rss_mib()).collect();
     let cpu_before: Vec<f64> = ztunnels.iter().map(|(z, _)| z.cpu_seconds()).collect();
-    let meshed = measure(&pods, "through the mesh");
+    let meshed = measure(&pods, "through the mesh", RATE_PORT_MESH);
     let cpu: Vec<f64> = ztunnels
         .iter()
         .zip(&cpu_before)
         .map(|((z, _), before)| z.cpu_seconds() - before)
         .collect();
-    let held = load::hold(&pods.a, SocketAddr::from((pods.b_ip, 8080)), HELD);
+    let held = load::hold(&pods.a, SocketAddr::from((pods.b_ip, ECHO_PORT)), HELD);
     std::thread::sleep(Duration::from_millis(500));
     let loaded: Vec<f64> = ztunnels.iter().map(|(z, _)| z.rss_mib()).collect();
     drop(held);
 
     report(&direct, &meshed, &idle, &loaded, &cpu);
+    if let Ok(keep) = std::env::var("MESH_BENCH_KEEP_LOGS") {
+        for (ztunnel, log) in &ztunnels {
+            let to = std::path::Path::new(&keep).join(format!("{}.log", ztunnel.node));
+            std::fs::copy(log, &to).unwrap();
+            println!("log of {} kept in {}", ztunnel.node, to.display());
+        }
+    }
     drop(ztunnels);
     drop(plane);
 }

@@ -23,11 +23,28 @@ fn main() -> ExitCode {
     match run(args, logging) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("ztunnel: {error:#}");
+            let report = report(&error);
+            tracing::error!("{report}");
+            eprintln!("ztunnel: {report}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause only once: our messages already
+/// name their source, which anyhow's `{:#}` would print a second time.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Every proxied connection holds two descriptors or more, so the usual

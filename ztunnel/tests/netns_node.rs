@@ -46,17 +46,26 @@ fn echo_in(netns: &PodNetns) {
 /// The app in pod A: a plain connect and one echo round trip, on a thread
 /// (blocking sockets), so the runtime keeps serving the proxies.
 async fn call_from(netns: &PodNetns, dst: SocketAddr, payload: &'static [u8]) -> Vec<u8> {
+    try_call_from(netns, dst, payload)
+        .await
+        .unwrap_or_else(|e| panic!("pod A's call to {dst} failed: {e}"))
+}
+
+async fn try_call_from(
+    netns: &PodNetns,
+    dst: SocketAddr,
+    payload: &'static [u8],
+) -> std::io::Result<Vec<u8>> {
     let netns = netns.clone();
     tokio::task::spawn_blocking(move || {
         let mut tcp = netns
             .run(|| TcpStream::connect_timeout(&dst, WAIT))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("pod A cannot connect to {dst}: {e}"));
-        tcp.set_read_timeout(Some(WAIT)).unwrap();
-        tcp.write_all(payload).unwrap();
+            .map_err(std::io::Error::other)??;
+        tcp.set_read_timeout(Some(WAIT))?;
+        tcp.write_all(payload)?;
         let mut back = vec![0u8; payload.len()];
-        tcp.read_exact(&mut back).unwrap();
-        back
+        tcp.read_exact(&mut back)?;
+        Ok(back)
     })
     .await
     .unwrap()
@@ -144,4 +153,26 @@ async fn captured_traffic_is_tunnelled_and_capture_follows_enrollment() {
     })
     .await;
     assert!(field(&plaintext[0], "src.addr").starts_with(&pods.a_ip.to_string()));
+
+    // STRICT in B's namespace: the same plaintext call is refused.
+    let strict = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: strict
+  namespace: b
+spec:
+  mtls:
+    mode: STRICT
+";
+    plane.apply(&format!("{opted_out}---\n{strict}")).await;
+    eventually("plaintext into B refused under STRICT", || async {
+        try_call_from(&pods.a, b_app, b"marker-4").await.is_err()
+    })
+    .await;
+    wait_for_events(1, |e| {
+        field(e, "direction") == "inbound"
+            && field(e, "dst.addr") == b_addr
+            && field(e, "error").contains("policy")
+    })
+    .await;
 }

@@ -36,7 +36,12 @@ pub fn init(default_filter: &str) -> Result<LogControl, LoggingError> {
         .ok()
         .filter(|f| parse(f).is_ok())
         .unwrap_or_else(|| default_filter.to_owned());
-    let filter = parse(&text)?;
+    install(&text)
+}
+
+/// Installs the global subscriber with exactly `text` as its filter.
+fn install(text: &str) -> Result<LogControl, LoggingError> {
+    let filter = parse(text)?;
     let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
@@ -45,7 +50,7 @@ pub fn init(default_filter: &str) -> Result<LogControl, LoggingError> {
         .map_err(|e| LoggingError::Install(e.to_string()))?;
     Ok(LogControl {
         handle,
-        current: Arc::new(Mutex::new(text)),
+        current: Arc::new(Mutex::new(text.to_owned())),
     })
 }
 
@@ -81,6 +86,22 @@ impl LogControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The only test in this binary that installs the global subscriber.
+    #[test]
+    fn the_installed_filter_changes_at_run_time_and_a_bad_one_changes_nothing() {
+        let control = install("info").unwrap();
+        assert!(tracing::enabled!(tracing::Level::INFO));
+        assert!(!tracing::enabled!(tracing::Level::DEBUG));
+        control.set("debug").unwrap();
+        assert_eq!(control.current(), "debug");
+        assert!(tracing::enabled!(tracing::Level::DEBUG));
+        assert!(control.set("telemetry=loud").is_err());
+        assert_eq!(control.current(), "debug");
+        assert!(tracing::enabled!(tracing::Level::DEBUG));
+        // A second subscriber cannot be installed over the first.
+        assert!(matches!(install("info"), Err(LoggingError::Install(_))));
+    }
 
     #[test]
     fn filters_are_validated_before_they_replace_the_current_one() {

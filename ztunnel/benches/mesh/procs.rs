@@ -29,6 +29,16 @@ pub(crate) struct Settings<'a> {
 impl Ztunnel {
     pub(crate) fn start(settings: &Settings<'_>) -> Ztunnel {
         let port = |base: u16| format!("127.0.0.1:{}", base + settings.port_offset);
+        // A ztunnel left over from another run would answer our readiness
+        // probe: refuse to measure it.
+        for base in [15000, 15020, 15021] {
+            if let Err(error) = std::net::TcpListener::bind(port(base)) {
+                panic!(
+                    "port {} is taken ({error}): is another mesh bench running?",
+                    port(base)
+                );
+            }
+        }
         let log = fs::File::create(settings.log).expect("create the ztunnel log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ztunnel"))
             .env("NODE_NAME", settings.node)
@@ -42,8 +52,12 @@ impl Ztunnel {
             .env("ZTUNNEL_ADMIN_ADDR", port(15000))
             .env("ZTUNNEL_STATS_ADDR", port(15020))
             .env("ZTUNNEL_READINESS_ADDR", port(15021))
-            // Access logs at info, as deployed: one line per connection.
-            .env("RUST_LOG", "info")
+            // Access logs at info, as deployed: one line per connection
+            // (MESH_BENCH_LOG overrides, e.g. to profile with debug logs).
+            .env(
+                "RUST_LOG",
+                std::env::var("MESH_BENCH_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -63,7 +77,7 @@ impl Ztunnel {
                 let log = fs::read_to_string(log).unwrap_or_default();
                 panic!("ztunnel {} exited with {status}:\n{log}", self.node);
             }
-            if ready(self.readiness) {
+            if ready(self.readiness) && self.child.try_wait().ok().flatten().is_none() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
