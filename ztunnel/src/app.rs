@@ -1,6 +1,12 @@
 //! The composition root: builds every part of ztunnel from its settings,
 //! starts them, and runs the shutdown protocol.
 //!
+//! Two runtimes, as in Istio's ztunnel: the control runtime (one thread)
+//! runs the xDS and CA clients, the pod manager and the status servers;
+//! the data runtime (`ZTUNNEL_WORKER_THREADS`) runs every pod's listeners
+//! and connections, so a slow status page or a large push never delays a
+//! byte.
+//!
 //! ```text
 //!  XDS_ADDRESS ── DeltaClient ──▶ StateHandler ──▶ StateStore ──┬─▶ PodManager ─▶ Proxy per pod
 //!  CA_ADDRESS  ── GrpcCaClient ──▶ CertManager ─────────────────┤        (listeners, rules)
@@ -25,6 +31,7 @@ use prometheus_client::registry::Registry;
 use proto::core::Node;
 use telemetry::logging::LogControl;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use xds::{
@@ -37,7 +44,7 @@ use crate::capture::Redirection;
 use crate::config::{Args, Capture, ConfigError};
 use crate::connections::ConnectionTracker;
 use crate::metrics::Metrics;
-use crate::pods::{CaptureMode, PodDirectory, PodManager};
+use crate::pods::{CaptureMode, PodDirectory, PodManager, ProxyParts};
 use crate::proxy::{CertSource, ProxyConfig};
 use crate::state::StateStore;
 use crate::xds::StateHandler;
@@ -83,7 +90,15 @@ impl App {
     /// Validates `args`, binds the status servers and starts everything.
     /// Nothing is sent to the control plane before this returns; the first
     /// connection attempt happens on the spawned client task.
-    pub async fn start(args: &Args, logging: Option<LogControl>) -> Result<App, AppError> {
+    ///
+    /// Call it on the control runtime: the control-plane clients, the pod
+    /// manager and the status servers run there; every pod's listeners and
+    /// connections run on `data`. (Tests pass the same runtime for both.)
+    pub async fn start(
+        args: &Args,
+        logging: Option<LogControl>,
+        data: Handle,
+    ) -> Result<App, AppError> {
         args.validate()?;
         let state = Arc::new(StateStore::new());
         let metrics = Arc::new(Metrics::default());
@@ -131,15 +146,14 @@ impl App {
             },
             Capture::Explicit => CaptureMode::Explicit,
         };
-        let manager = PodManager::new(
-            args.node_name.as_str(),
-            mode,
-            state.clone(),
+        let parts = ProxyParts {
+            state: state.clone(),
             certs,
-            connections.clone(),
-            ProxyConfig::default(),
-            metrics,
-        );
+            connections: connections.clone(),
+            config: ProxyConfig::default(),
+            data,
+        };
+        let manager = PodManager::new(args.node_name.as_str(), mode, parts, metrics);
         let pods = manager.directory();
 
         let (drain, _) = watch::channel(false);

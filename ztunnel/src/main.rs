@@ -62,15 +62,21 @@ fn raise_fd_limit() {
 
 fn run(args: Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::Result<()> {
     args.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let data = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads)
         .thread_name("ztunnel-worker")
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+        .context("cannot start the data-path runtime")?;
+    // The control runtime is this thread: control-plane clients, pod
+    // manager, status servers, signals (see `ztunnel::app`).
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control runtime")?;
+    control.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let app = App::start(&args, logging).await?;
+        let app = App::start(&args, logging, data.handle().clone()).await?;
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
             result = tokio::signal::ctrl_c() => {

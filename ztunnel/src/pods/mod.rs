@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use identity::Identity;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -90,15 +91,24 @@ pub struct PodDirectory {
     pods: Arc<Mutex<BTreeMap<Arc<str>, PodStatus>>>,
 }
 
-/// Everything the manager needs to start pods.
+/// What every pod's proxy is built from and shares with the others.
+#[derive(Debug, Clone)]
+pub struct ProxyParts {
+    pub state: Arc<StateStore>,
+    pub certs: Arc<dyn CertSource>,
+    pub connections: ConnectionTracker,
+    pub config: ProxyConfig,
+    /// The data-path runtime: every pod's listeners and connections run
+    /// there, never on the runtime of the manager and the control plane.
+    pub data: Handle,
+}
+
+/// Starts and stops the local pods' proxies.
 #[derive(Debug)]
 pub struct PodManager {
     node: Arc<str>,
     mode: CaptureMode,
-    state: Arc<StateStore>,
-    certs: Arc<dyn CertSource>,
-    connections: ConnectionTracker,
-    proxy_config: ProxyConfig,
+    parts: ProxyParts,
     metrics: Arc<Metrics>,
     directory: PodDirectory,
     running: HashMap<Arc<str>, RunningPod>,
@@ -146,19 +156,13 @@ impl PodManager {
     pub fn new(
         node: impl Into<Arc<str>>,
         mode: CaptureMode,
-        state: Arc<StateStore>,
-        certs: Arc<dyn CertSource>,
-        connections: ConnectionTracker,
-        proxy_config: ProxyConfig,
+        parts: ProxyParts,
         metrics: Arc<Metrics>,
     ) -> Self {
         PodManager {
             node: node.into(),
             mode,
-            state,
-            certs,
-            connections,
-            proxy_config,
+            parts,
             metrics,
             directory: PodDirectory::default(),
             running: HashMap::new(),
@@ -173,7 +177,7 @@ impl PodManager {
     /// `drain` turns true; then stops every pod's listeners and drains its
     /// HBONE connections, leaving the rules in place.
     pub async fn run(mut self, mut drain: watch::Receiver<bool>) {
-        let mut updates = self.state.subscribe();
+        let mut updates = self.parts.state.subscribe();
         let mut retry = tokio::time::interval(RETRY_INTERVAL);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -198,7 +202,7 @@ impl PodManager {
 
     /// One pass: applies the plan's changes for the current snapshot.
     pub async fn reconcile(&mut self) {
-        let snapshot = self.state.snapshot();
+        let snapshot = self.parts.state.snapshot();
         let desired = plan::desired(&snapshot, &self.node);
         let running: HashMap<Arc<str>, Vec<IpAddr>> = self
             .running
@@ -233,7 +237,7 @@ impl PodManager {
     }
 
     async fn start(&mut self, pod: DesiredPod) {
-        self.certs.prefetch(&pod.identity);
+        self.parts.certs.prefetch(&pod.identity);
         let mode = self.mode.clone();
         let setup = pod.clone();
         let prepared = tokio::task::spawn_blocking(move || mode.prepare(&setup))
@@ -255,21 +259,21 @@ impl PodManager {
             stop: None,
             netns: None,
         };
-        let served = prepared.and_then(|prepared| {
+        let served = prepared.map(|prepared| {
             status.capture = Some(prepared.capture.clone());
             running.netns = prepared.netns.clone();
+            let parts = &self.parts;
             let proxy = Proxy::new(
                 pod.uid.clone(),
-                self.state.clone(),
-                self.certs.clone(),
+                parts.state.clone(),
+                parts.certs.clone(),
                 prepared.connector(),
-                self.connections.clone(),
-                self.proxy_config.clone(),
+                parts.connections.clone(),
+                parts.config.clone(),
             );
             let (stop, stopped) = watch::channel(false);
-            prepared.spawn(&proxy, &stopped)?;
+            prepared.spawn(&proxy, &stopped, &parts.data);
             running.stop = Some(stop);
-            Ok(())
         });
         match served {
             Ok(()) => {
@@ -303,7 +307,7 @@ impl PodManager {
             }
         }
         if !self.running.values().any(|p| p.identity == pod.identity) {
-            self.certs.forget(&pod.identity);
+            self.parts.certs.forget(&pod.identity);
         }
         info!(pod.uid = %uid, "stopped serving pod");
     }

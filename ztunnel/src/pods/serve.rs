@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use hbone::{ConnectFuture, Connector};
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
+use tracing::warn;
 
 use super::PodError;
 use super::plan::DesiredPod;
@@ -128,17 +130,21 @@ impl Prepared {
         self.connector.clone()
     }
 
-    /// Serves every listener with `proxy` until `stop` turns true (or its
-    /// sender is dropped). Must be called inside the runtime.
-    pub(super) fn spawn(self, proxy: &Proxy, stop: &watch::Receiver<bool>) -> Result<(), PodError> {
+    /// Serves every listener with `proxy` on the `data` runtime until
+    /// `stop` turns true (or its sender is dropped). Each listener is
+    /// registered with that runtime's reactor, inside its task, so accepts
+    /// never wait on the control runtime.
+    pub(super) fn spawn(self, proxy: &Proxy, stop: &watch::Receiver<bool>, data: &Handle) {
         for (role, listener) in self.listeners {
-            let addr = listener.local_addr().ok();
-            let listener = TcpListener::from_std(listener).map_err(|source| PodError::Bind {
-                addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-                source,
-            })?;
             let (proxy, stop) = (proxy.clone(), stop.clone());
-            tokio::spawn(async move {
+            data.spawn(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        warn!(%error, ?role, pod.uid = %proxy.workload_uid(), "cannot serve a listener of the pod");
+                        return;
+                    }
+                };
                 match role {
                     Role::Hbone => proxy.serve_inbound(listener, stop).await,
                     Role::Outbound => proxy.serve_outbound(listener, stop).await,
@@ -147,7 +153,6 @@ impl Prepared {
                 }
             });
         }
-        Ok(())
     }
 }
 

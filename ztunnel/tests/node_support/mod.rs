@@ -163,7 +163,8 @@ impl ControlPlane {
     }
 
     pub async fn ztunnel(&self, node: &str, extra: &[&str]) -> App {
-        App::start(&self.ztunnel_args(node, extra), None)
+        let data = tokio::runtime::Handle::current();
+        App::start(&self.ztunnel_args(node, extra), None, data)
             .await
             .unwrap()
     }

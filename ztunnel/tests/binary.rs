@@ -1,0 +1,87 @@
+//! The `ztunnel` binary itself: its two runtimes, signals and exit codes,
+//! against a real istiod-lite in this process (explicit mode, pods on
+//! loopback `127.78.9.x`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod node_support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use node_support::*;
+
+#[test]
+fn bad_settings_exit_non_zero_with_the_reason() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ztunnel"))
+        .args(["--node-name", "n", "--admin-addr", "0.0.0.0:15000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not on loopback"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_its_pods_and_drains_on_sigterm() {
+    let net = 9;
+    let plane = ControlPlane::start().await;
+    plane.apply(&mesh_yaml(net)).await;
+    let args = plane.ztunnel_args(NODE_A, &[]);
+    let readiness = "127.0.0.1:45921";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ztunnel"))
+        .args(["--node-name", NODE_A, "--xds-address", &args.xds_address])
+        .arg("--xds-root-ca")
+        .arg(&args.xds_root_ca)
+        .arg("--auth-token")
+        .arg(&args.auth_token)
+        .args(["--alt-xds-hostname", "istiod.istio-system.svc"])
+        .args(["--alt-ca-hostname", "istiod.istio-system.svc"])
+        .args(["--capture", "explicit", "--drain-deadline", "1s"])
+        .args([
+            "--admin-addr",
+            "127.0.0.1:45900",
+            "--stats-addr",
+            "127.0.0.1:45920",
+        ])
+        .args(["--readiness-addr", readiness])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "ztunnel exited early");
+        let addr = readiness.parse().unwrap();
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http_get(addr, "/healthz/ready").await.0 == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ztunnel never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its pods are served: pod a's HBONE listener answers.
+    tokio::net::TcpStream::connect((pod_ip(net, 10), 15008))
+        .await
+        .unwrap();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(exited.status.success(), "{:?}", exited.status);
+    let log = String::from_utf8_lossy(&exited.stderr);
+    assert!(
+        log.contains("draining") && log.contains("ztunnel stopped"),
+        "{log}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect((pod_ip(net, 10), 15008))
+            .await
+            .is_err()
+    );
+}
