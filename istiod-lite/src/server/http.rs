@@ -2,17 +2,12 @@
 //! `/debug/diagnostics`. Plain HTTP/1.1 on hyper; every handler reads
 //! snapshots and counters, so a scrape never waits on a push.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
+use telemetry::http::{self, Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::debug;
 use xds::ResourceStore;
 
 use super::debug;
@@ -33,25 +28,13 @@ pub(super) async fn serve(
     state: Arc<HttpState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    while let Some((tcp, peer)) =
-        super::accept_until_stopped(&listener, "HTTP", &mut shutdown).await
-    {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = route(&state, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service);
-            if let Err(error) = connection.await {
-                debug!(%peer, %error, "HTTP connection ended with an error");
-            }
-        });
-    }
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    http::serve(listener, move |request| route(&state, request), stopped).await;
 }
 
-fn route(state: &HttpState, request: &Request<Incoming>) -> Response<String> {
+fn route(state: &HttpState, request: &Request<()>) -> Response<String> {
     if request.method() != Method::GET {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -101,7 +84,7 @@ fn metrics(state: &HttpState) -> Response<String> {
 
 fn json(value: &serde_json::Value) -> Response<String> {
     match serde_json::to_string_pretty(value) {
-        Ok(body) => with_type(StatusCode::OK, "application/json", body + "\n"),
+        Ok(body) => http::json(body + "\n"),
         Err(error) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode JSON: {error}\n"),
@@ -110,15 +93,9 @@ fn json(value: &serde_json::Value) -> Response<String> {
 }
 
 fn text(status: StatusCode, body: String) -> Response<String> {
-    with_type(status, "text/plain; charset=utf-8", body)
+    http::text(status, body)
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<String> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    response
+    http::with_type(status, content_type, body)
 }

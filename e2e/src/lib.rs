@@ -1,0 +1,45 @@
+//! The mesh's own sample apps, which the end-to-end scenarios run inside
+//! pods: two servers that say who they are and do what each request asks,
+//! and a client that turns a burst of traffic into numbers a test can
+//! assert on.
+//!
+//! - `echo-http` answers every request with a JSON report of what it saw
+//!   (pod, version, method, path, query, headers, peer, body length) and can
+//!   be told per request to answer a status, wait, or fail a fraction of the
+//!   time (the waypoint's retry tests need that).
+//! - `echo-tcp` echoes bytes until the client half-closes, after an optional
+//!   banner that names the pod.
+//! - `traffic http|tcp` sends N requests or echo connections and prints a
+//!   summary (statuses, errors, who answered, latency percentiles), as text
+//!   or JSON; its exit code says whether everything succeeded.
+//!
+//! The binaries (`src/bin/`) parse flags, install logging and signal
+//! handlers, and bind; everything else is this library, so that tests run
+//! the servers in-process on port 0.
+//!
+//! # Layout
+//!
+//! - [`echo_http`]: the HTTP server: [`echo_http::serve`] on a bound
+//!   listener, and the request lifecycle.
+//!   - [`echo_http::report`]: pure: the JSON bodies it answers with.
+//! - [`echo_tcp`]: the TCP echo server, [`echo_tcp::serve`].
+//! - [`traffic`]: the client's two modes, [`traffic::http`] and
+//!   [`traffic::tcp`], each a run that returns a [`summary::Summary`].
+//! - [`controls`]: pure: a request's query and headers to
+//!   [`controls::Controls`] (status, delay, fail), and the answer they pick.
+//! - [`summary`]: pure: outcomes to counts and latency percentiles
+//!   ([`summary::percentile`]), rendered as text or JSON.
+//! - [`duration`]: pure: `150ms`/`2s` parsing and latency formatting.
+//! - [`body`]: counting the bytes of an HTTP body without keeping them.
+//! - [`signal`]: the servers' stop signal (SIGTERM or ctrl-c).
+//! - [`logging`]: `tracing` to stderr.
+
+pub mod body;
+pub mod controls;
+pub mod duration;
+pub mod echo_http;
+pub mod echo_tcp;
+pub mod logging;
+pub mod signal;
+pub mod summary;
+pub mod traffic;
