@@ -21,3 +21,47 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = &'static str>> {
         }
     })
 }
+
+/// Why a server binary could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+    #[error("cannot install the SIGTERM and SIGINT handlers: {0}")]
+    Signal(#[source] io::Error),
+    #[error("cannot listen on {addr}: {source}: is another process using the port? (set --listen)")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What every server binary does after parsing its flags: a runtime, the
+/// stop signal, the listener on `listen`, then `serve(listener, stop)`
+/// until the signal arrives.
+pub fn serve_until_signal<F, Fut>(listen: std::net::SocketAddr, serve: F) -> Result<(), StartError>
+where
+    F: FnOnce(tokio::net::TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    runtime.block_on(async {
+        let signal = shutdown_signal().map_err(StartError::Signal)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let stop = Box::pin(async {
+            let name = signal.await;
+            tracing::info!(signal = %name, "shutting down");
+        });
+        serve(listener, stop).await;
+        Ok(())
+    })
+}

@@ -8,12 +8,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use e2e::duration::parse_duration;
 use e2e::echo_http::{self, Config};
-use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::error;
 
 /// An HTTP/1.1 echo server for mesh tests: every answer is a JSON report of
 /// the request. Per request, `?status=503`, `?delay=150ms` and `?fail=0.5`
@@ -51,24 +49,8 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let mut config = Config::new(&args.pod, &args.version)?;
     config.drain_timeout = args.drain_timeout;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let signal = e2e::signal::shutdown_signal()
-            .context("cannot install the SIGTERM and SIGINT handlers")?;
-        let listener = TcpListener::bind(args.listen).await.with_context(|| {
-            format!(
-                "cannot listen on {}: is another process using the port? (set --listen)",
-                args.listen
-            )
-        })?;
-        let shutdown = async {
-            let name = signal.await;
-            info!(signal = %name, "shutting down");
-        };
-        echo_http::serve(listener, config, shutdown).await;
-        Ok(())
-    })
+    e2e::signal::serve_until_signal(args.listen, |listener, stop| {
+        echo_http::serve(listener, config, stop)
+    })?;
+    Ok(())
 }
