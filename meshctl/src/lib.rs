@@ -1,8 +1,9 @@
-//! meshctl, the mesh's command line. Today it has one command group,
-//! `meshctl ztunnel ...`, which shows what the ztunnel of this node holds
-//! and does by reading its admin API on `127.0.0.1:15000` (the JSON contract
-//! is docs/ztunnel-admin.md). Bringing a local mesh up and down, exec and
-//! waypoints arrive with later issues.
+//! meshctl, the mesh's command line. It brings a local mesh up and down
+//! (`meshctl up -f examples/demo.yaml`, `down`), enrolls namespaces live
+//! (`namespace enable|disable`), runs commands inside pods (`exec`), and
+//! shows what a node's ztunnel holds and does (`meshctl ztunnel ...`, from
+//! its admin API on `127.0.0.1:15000`; the JSON contract is
+//! docs/ztunnel-admin.md). Waypoints arrive with a later issue.
 //!
 //! The binary (`src/main.rs`) parses flags and prints; everything else is a
 //! library so that it is tested without a terminal.
@@ -20,7 +21,10 @@
 //!   - [`ztunnel::age`]: RFC 3339 timestamps as ages ("5m ago").
 //!   - [`ztunnel::Error`]: everything that can fail, worded for the
 //!     terminal.
+//! - [`mesh`]: the local mesh: [`mesh::up`], [`mesh::down`],
+//!   [`mesh::set_enrollment`], [`mesh::exec_command`].
 //! - [`table`]: a tiny kubectl-style column aligner.
 
+pub mod mesh;
 pub mod table;
 pub mod ztunnel;

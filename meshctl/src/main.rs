@@ -7,10 +7,14 @@
 // The one place meshctl prints: its output is the point of the command.
 #![allow(clippy::print_stdout)]
 
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use meshctl::mesh::{self, ExecTarget, UpOptions, state::DEFAULT_STATE_DIR};
 use meshctl::ztunnel::{self, AdminClient, Output, View, admin};
 
 #[derive(Debug, Parser)]
@@ -18,12 +22,81 @@ use meshctl::ztunnel::{self, AdminClient, Output, View, admin};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    local: LocalMesh,
+}
+
+/// Which local mesh a command means.
+#[derive(Debug, Args)]
+struct LocalMesh {
+    /// Where local meshes keep their state.
+    #[arg(long, env = "MESHCTL_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true)]
+    state_dir: PathBuf,
+    /// The local mesh to act on (default: the only one that is up).
+    #[arg(long, env = "MESHCTL_MESH", global = true)]
+    mesh: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Bring up a local mesh from a topology file (needs root, like a CNI).
+    Up(UpArgs),
+    /// Remove a local mesh: its processes, network namespaces and state.
+    Down,
+    /// Enroll a namespace in the mesh, or take it out, live.
+    Namespace {
+        #[command(subcommand)]
+        action: NamespaceAction,
+    },
+    /// Run a command inside a pod's network namespace (or a node's).
+    Exec(ExecArgs),
+    /// Print the log of a local mesh's component.
+    Logs {
+        /// `istiod-lite`, `ztunnel/<node>`, or a pod (`<pod>` or `<ns>/<pod>`).
+        component: String,
+    },
     /// Show what the ztunnel of this node holds and does (its admin API).
     Ztunnel(ZtunnelArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// The topology file (e.g. examples/demo.yaml).
+    #[arg(short, long)]
+    file: PathBuf,
+    /// Name the mesh, instead of the topology's `name`.
+    #[arg(long)]
+    name: Option<String>,
+    /// Keep what was made when something fails, to look at it.
+    #[arg(long)]
+    keep_on_failure: bool,
+    /// Seconds each component may take to become ready.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum NamespaceAction {
+    /// Set istio.io/dataplane-mode=ambient: the namespace's pods join the mesh.
+    Enable { namespace: String },
+    /// Remove istio.io/dataplane-mode: the namespace's pods leave the mesh.
+    Disable { namespace: String },
+}
+
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// The pod: `<pod>` or `<namespace>/<pod>`.
+    #[arg(required_unless_present_any = ["node", "cluster"])]
+    pod: Option<String>,
+    /// Run in this node's namespace (where its ztunnel runs) instead.
+    #[arg(long, conflicts_with_all = ["pod", "cluster"])]
+    node: Option<String>,
+    /// Run in the node network's namespace (where istiod-lite runs) instead.
+    #[arg(long, conflicts_with = "pod")]
+    cluster: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -33,6 +106,10 @@ struct ZtunnelArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
+    /// The local mesh's node whose ztunnel to ask (enters that node's
+    /// network namespace; needs root).
+    #[arg(long, global = true)]
+    node: Option<String>,
     /// ztunnel's admin address (host:port).
     #[arg(
         long,
@@ -70,13 +147,53 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<String> {
-    // One request per command: a current-thread runtime is all it needs.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let (state_dir, mesh) = (cli.local.state_dir.as_path(), cli.local.mesh.as_deref());
     match cli.command {
+        Command::Up(args) => {
+            let options = UpOptions {
+                file: args.file,
+                name: args.name.or(cli.local.mesh),
+                state_dir: cli.local.state_dir,
+                keep_on_failure: args.keep_on_failure,
+                timeout: Duration::from_secs(args.timeout),
+            };
+            Ok(mesh::up(&options, &mut std::io::stderr())?)
+        }
+        Command::Down => Ok(mesh::down(state_dir, mesh)?),
+        Command::Namespace { action } => {
+            let (namespace, enrolled) = match action {
+                NamespaceAction::Enable { namespace } => (namespace, true),
+                NamespaceAction::Disable { namespace } => (namespace, false),
+            };
+            Ok(mesh::set_enrollment(state_dir, mesh, &namespace, enrolled)?)
+        }
+        Command::Exec(args) => {
+            let target = match (args.pod, args.node) {
+                (_, Some(node)) => ExecTarget::Node(node),
+                (Some(pod), None) if !args.cluster => ExecTarget::Pod(pod),
+                _ => ExecTarget::Cluster,
+            };
+            let mut command = mesh::exec_command(state_dir, mesh, &target, &args.command)?;
+            // Only returns when the exec failed.
+            let error = command.exec();
+            Err(error).context("cannot run `ip netns exec` (is iproute2 installed?)")
+        }
+        Command::Logs { component } => {
+            let path = mesh::log_file(state_dir, mesh, &component)?;
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))
+        }
         Command::Ztunnel(args) => {
+            if let Some(node) = &args.node {
+                let netns = mesh::node_netns(state_dir, mesh, node)?;
+                // Before the runtime exists: this thread is the only one.
+                mesh::probe::enter_netns(&netns).map_err(anyhow::Error::msg)?;
+            }
+            // One request per command: a current-thread runtime is all it needs.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
             let client = AdminClient::new(args.admin, admin::DEFAULT_TIMEOUT);
             Ok(runtime.block_on(ztunnel::show(args.view, args.output, &client))?)
         }
@@ -118,15 +235,46 @@ mod tests {
             "10.0.0.1:15000",
         ])
         .unwrap();
-        let Command::Ztunnel(args) = cli.command;
+        let Command::Ztunnel(args) = cli.command else {
+            panic!("not ztunnel")
+        };
         assert_eq!(args.view, View::Certs);
         assert_eq!(args.output, Output::Wide);
         assert_eq!(args.admin, "10.0.0.1:15000");
 
         let cli = Cli::try_parse_from(["meshctl", "ztunnel", "status", "-o", "yaml"]).unwrap();
-        let Command::Ztunnel(args) = cli.command;
+        let Command::Ztunnel(args) = cli.command else {
+            panic!("not ztunnel")
+        };
         assert_eq!(args.output, Output::Yaml);
         assert!(Cli::try_parse_from(["meshctl", "ztunnel", "status", "-o", "xml"]).is_err());
-        assert!(Cli::try_parse_from(["meshctl", "up"]).is_err());
+        assert!(
+            Cli::try_parse_from(["meshctl", "up"]).is_err(),
+            "up needs -f"
+        );
+    }
+
+    #[test]
+    fn exec_takes_a_pod_or_a_node_and_a_command() {
+        let cli =
+            Cli::try_parse_from(["meshctl", "exec", "shop/web", "--", "curl", "-s", "x"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.pod.as_deref(), Some("shop/web"));
+        assert_eq!(args.command, ["curl", "-s", "x"]);
+        let cli = Cli::try_parse_from(["meshctl", "exec", "--node", "a", "--", "ip", "r"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.node.as_deref(), Some("a"));
+        assert!(
+            Cli::try_parse_from(["meshctl", "exec", "web"]).is_err(),
+            "no command"
+        );
+        assert!(
+            Cli::try_parse_from(["meshctl", "exec", "--", "ls"]).is_err(),
+            "no target"
+        );
     }
 }
