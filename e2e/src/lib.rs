@@ -6,7 +6,15 @@
 //! - `echo-http` answers every request with a JSON report of what it saw
 //!   (pod, version, method, path, query, headers, peer, body length) and can
 //!   be told per request to answer a status, wait, or fail a fraction of the
-//!   time (the waypoint's retry tests need that).
+//!   time (the waypoint's retry tests need that). With `--upstream <URL>`
+//!   (repeatable, or UPSTREAMS comma-separated) it also calls, on every
+//!   request and in order, `http://host:port/path` (a GET) or
+//!   `tcp://host:port` (a line to echo-tcp), each within
+//!   `--upstream-timeout` (5s), and reports each as
+//!   `upstreams: [{url, status, ok, body, error}]`; the upstream's reply
+//!   is `body`, so a chain frontend -> backend -> database nests report in
+//!   report. A failed upstream makes the answer 502 unless the request asks
+//!   for a status.
 //! - `echo-tcp` echoes bytes until the client half-closes, after an optional
 //!   banner that names the pod.
 //! - `traffic http|tcp` sends N requests or echo connections and prints a
@@ -22,6 +30,10 @@
 //! - [`echo_http`]: the HTTP server: [`echo_http::serve`] on a bound
 //!   listener, and the request lifecycle.
 //!   - [`echo_http::report`]: pure: the JSON bodies it answers with.
+//!   - [`echo_http::upstream`]: pure: `--upstream` URLs, reply bodies, and
+//!     the answer once the upstreams are called.
+//!   - [`echo_http::call`]: calling the upstreams (resolve, connect, GET or
+//!     line exchange, deadline).
 //! - [`echo_tcp`]: the TCP echo server, [`echo_tcp::serve`].
 //! - [`traffic`]: the client's two modes, [`traffic::http`] and
 //!   [`traffic::tcp`], each a run that returns a [`summary::Summary`].
@@ -30,7 +42,7 @@
 //! - [`summary`]: pure: outcomes to counts and latency percentiles
 //!   ([`summary::percentile`]), rendered as text or JSON.
 //! - [`duration`]: pure: `150ms`/`2s` parsing and latency formatting.
-//! - [`body`]: counting the bytes of an HTTP body without keeping them.
+//! - [`body`]: counting the bytes of an HTTP body, or keeping its start.
 //! - [`signal`]: the servers' stop signal (SIGTERM or ctrl-c).
 //! - [`logging`]: `tracing` to stderr.
 

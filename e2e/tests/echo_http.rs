@@ -1,16 +1,24 @@
 //! echo-http, in-process and as the built binary: the report, every
-//! control, bad controls, bodies, and a clean stop.
+//! control, bad controls, bodies, a clean stop, and upstreams (chains of
+//! echo-http, echo-tcp behind it, and upstreams that fail).
 
 // Helpers outside `#[test]` functions panic on failure too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use e2e::echo_http::Config;
+use e2e::echo_http::{Config, Upstream};
 use hyper::{Method, StatusCode};
+use serde_json::Value;
 use support::{Process, get, read_body, request, start_echo_http};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+const ECHO_HTTP: &str = env!("CARGO_BIN_EXE_echo-http");
+const ECHO_TCP: &str = env!("CARGO_BIN_EXE_echo-tcp");
 
 fn config(pod: &str, version: &str) -> Config {
     Config::new(pod, version).unwrap()
@@ -48,6 +56,8 @@ async fn reports_pod_version_and_the_request() {
     let peer: std::net::SocketAddr = report["peer"].as_str().unwrap().parse().unwrap();
     assert!(peer.ip().is_loopback(), "{peer}");
     assert_ne!(peer.port(), server.addr.port());
+    // Without upstreams, the report is what it was before they existed.
+    assert!(report.get("upstreams").is_none(), "{report}");
 
     let bare = get(server.addr, "/").await.json();
     assert_eq!(bare["path"], "/");
@@ -311,4 +321,297 @@ async fn the_binary_serves_and_stops_on_sigterm() {
     assert!(status.success(), "exit {status}: {log}");
     assert!(log.contains("signal=SIGTERM"), "{log}");
     assert!(log.contains("echo-http stopped"), "{log}");
+}
+
+/// A port on 127.0.0.1 that nothing listens on: bound, then closed.
+async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A server that accepts, sends `greeting`, and then holds every
+/// connection open without a word more, until the test ends.
+async fn hold_connections(greeting: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(greeting).await.unwrap();
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+fn upstreams(report: &Value) -> &Vec<Value> {
+    report["upstreams"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no upstreams in {report}"))
+}
+
+#[tokio::test]
+async fn an_http_upstream_chain_nests_each_hops_report() {
+    let mut backend = Process::spawn(
+        ECHO_HTTP,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--pod",
+            "backend-0",
+            "--version",
+            "v2",
+        ],
+        &[],
+    );
+    let port = backend.listening_addr().await.port();
+    // `localhost` goes through the system resolver, as a service's
+    // /etc/hosts entry does in a pod.
+    let backend_url = format!("http://localhost:{port}/orders?page=2");
+    let mut frontend = Process::spawn(
+        ECHO_HTTP,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--pod",
+            "frontend-0",
+            "--upstream",
+            &backend_url,
+        ],
+        &[],
+    );
+    let addr = frontend.listening_addr().await;
+
+    let answer = get(addr, "/").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let report = answer.json();
+    assert_eq!(report["pod"], "frontend-0");
+    let hops = upstreams(&report);
+    assert_eq!(hops.len(), 1, "{report}");
+    let hop = &hops[0];
+    assert_eq!(hop["url"], backend_url.as_str());
+    assert_eq!(hop["status"], 200);
+    assert_eq!(hop["ok"], true);
+    assert_eq!(hop["error"], Value::Null);
+    // The backend's own report, as JSON.
+    let nested = &hop["body"];
+    assert_eq!(nested["pod"], "backend-0");
+    assert_eq!(nested["version"], "v2");
+    assert_eq!(nested["path"], "/orders");
+    assert_eq!(nested["query"], "page=2");
+    assert_eq!(
+        nested["headers"]["host"],
+        format!("localhost:{port}").as_str()
+    );
+    let user_agent = nested["headers"]["user-agent"].as_str().unwrap();
+    assert!(user_agent.starts_with("e2e-echo-http/"), "{user_agent}");
+    // The last hop has no upstreams and says nothing of them.
+    assert!(nested.get("upstreams").is_none(), "{nested}");
+
+    for process in [frontend, backend] {
+        process.terminate().await;
+        let (status, log) = process.wait().await;
+        assert!(status.success(), "exit {status}: {log}");
+    }
+}
+
+#[tokio::test]
+async fn a_tcp_upstream_reports_echo_tcps_banner_and_echo() {
+    let mut database = Process::spawn(
+        ECHO_TCP,
+        &["--listen", "127.0.0.1:0", "--banner", "db-0"],
+        &[],
+    );
+    let db_addr = database.listening_addr().await;
+    // From the environment, comma-separated: by address, then by name.
+    let urls = [
+        format!("tcp://{db_addr}"),
+        format!("tcp://localhost:{}", db_addr.port()),
+    ];
+    let mut backend = Process::spawn(
+        ECHO_HTTP,
+        &["--listen", "127.0.0.1:0"],
+        &[("POD_NAME", "backend-0"), ("UPSTREAMS", &urls.join(","))],
+    );
+    let addr = backend.listening_addr().await;
+
+    let answer = get(addr, "/").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let report = answer.json();
+    let hops = upstreams(&report);
+    assert_eq!(hops.len(), 2, "{report}");
+    for (hop, url) in hops.iter().zip(&urls) {
+        assert_eq!(hop["url"], url.as_str());
+        assert_eq!(hop["status"], Value::Null, "{hop}");
+        assert_eq!(hop["ok"], true, "{hop}");
+        assert_eq!(hop["error"], Value::Null);
+        assert_eq!(hop["body"], "db-0\nhello from backend-0\n");
+    }
+
+    for process in [backend, database] {
+        process.terminate().await;
+        let (status, log) = process.wait().await;
+        assert!(status.success(), "exit {status}: {log}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_naming_it() {
+    let port = closed_port().await;
+    let urls = [
+        format!("http://127.0.0.1:{port}/db"),
+        format!("tcp://127.0.0.1:{port}"),
+    ];
+    let mut frontend = Process::spawn(
+        ECHO_HTTP,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--pod",
+            "frontend-0",
+            "--upstream",
+            &urls[0],
+            "--upstream",
+            &urls[1],
+        ],
+        &[],
+    );
+    let addr = frontend.listening_addr().await;
+
+    let answer = get(addr, "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.body);
+    let report = answer.json();
+    assert_eq!(report["status"], 502);
+    assert_eq!(report["pod"], "frontend-0");
+    let hops = upstreams(&report);
+    assert_eq!(hops.len(), 2, "{report}");
+    for (hop, url) in hops.iter().zip(&urls) {
+        assert_eq!(hop["url"], url.as_str());
+        assert_eq!(hop["ok"], false, "{hop}");
+        assert_eq!(hop["status"], Value::Null, "{hop}");
+        assert_eq!(hop["body"], Value::Null, "{hop}");
+        let error = hop["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("{url}: connect to 127.0.0.1:{port}: ")),
+            "{error}"
+        );
+        assert!(error.contains("listening"), "says what to check: {error}");
+    }
+
+    // A status the request asks for wins; the failure is still reported.
+    let asked = get(addr, "/?status=200").await;
+    assert_eq!(asked.status, StatusCode::OK);
+    assert_eq!(upstreams(&asked.json())[0]["ok"], false);
+
+    frontend.terminate().await;
+    let (status, log) = frontend.wait().await;
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("upstream call failed"), "{log}");
+}
+
+#[tokio::test]
+async fn an_upstream_error_status_is_a_502_with_its_report() {
+    let backend = start_echo_http(config("backend-0", "v1")).await;
+    let url = format!("http://{}/?status=503", backend.addr);
+    let mut frontend_config = config("frontend-0", "v1");
+    frontend_config.upstreams = vec![Upstream::parse(&url).unwrap()];
+    let frontend = start_echo_http(frontend_config).await;
+
+    let answer = get(frontend.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let report = answer.json();
+    let hop = &upstreams(&report)[0];
+    assert_eq!(hop["status"], 503);
+    assert_eq!(hop["ok"], false);
+    assert_eq!(hop["body"]["pod"], "backend-0");
+    assert_eq!(hop["body"]["status"], 503);
+    assert_eq!(
+        hop["error"],
+        format!("{url}: answered 503 Service Unavailable: its reply is in `body`").as_str()
+    );
+
+    // A 503 that `fail` rolls at the frontend stays a 503.
+    let rolled = get(frontend.addr, "/?fail=1").await;
+    assert_eq!(rolled.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rolled.json()["injected_failure"], true);
+
+    // A refused request calls nobody.
+    let refused = get(frontend.addr, "/?status=bad").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.json().get("upstreams").is_none());
+
+    frontend.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_upstream_times_out_keeping_what_it_sent() {
+    let silent = hold_connections(b"").await;
+    let bannered = hold_connections(b"db banner\n").await;
+    let mut frontend_config = config("frontend-0", "v1");
+    frontend_config.upstream_timeout = Duration::from_millis(300);
+    frontend_config.upstreams = vec![
+        Upstream::parse(&format!("http://{silent}/")).unwrap(),
+        Upstream::parse(&format!("tcp://{bannered}")).unwrap(),
+    ];
+    let frontend = start_echo_http(frontend_config).await;
+
+    let started = Instant::now();
+    let answer = get(frontend.addr, "/").await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    // One deadline each, one after the other.
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    let report = answer.json();
+    let hops = upstreams(&report);
+    let http_error = hops[0]["error"].as_str().unwrap();
+    assert!(
+        http_error.contains("no answer within 300ms"),
+        "{http_error}"
+    );
+    assert_eq!(hops[0]["body"], Value::Null);
+    let tcp_error = hops[1]["error"].as_str().unwrap();
+    assert!(
+        tcp_error.contains("no end of the reply within 300ms"),
+        "{tcp_error}"
+    );
+    assert_eq!(hops[1]["body"], "db banner\n");
+    frontend.stop().await;
+}
+
+#[tokio::test]
+async fn the_binary_refuses_an_upstream_it_cannot_call() {
+    let process = Process::spawn(
+        ECHO_HTTP,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--pod",
+            "a",
+            "--upstream",
+            "https://backend/",
+        ],
+        &[],
+    );
+    let (status, log) = process.wait().await;
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("`https://backend/` is https://"), "{log}");
+
+    // An empty UPSTREAMS, as a manifest sets for the last hop, is none.
+    let mut process = Process::spawn(
+        ECHO_HTTP,
+        &["--listen", "127.0.0.1:0"],
+        &[("POD_NAME", "a"), ("UPSTREAMS", "")],
+    );
+    let addr = process.listening_addr().await;
+    let answer = get(addr, "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.json().get("upstreams").is_none());
+    process.terminate().await;
+    let (status, log) = process.wait().await;
+    assert!(status.success(), "exit {status}: {log}");
 }

@@ -10,13 +10,21 @@ use std::time::Duration;
 
 use clap::Parser;
 use e2e::duration::parse_duration;
-use e2e::echo_http::{self, Config};
+use e2e::echo_http::{self, Config, Upstream, UpstreamUrlError};
 use tracing::error;
 
 /// An HTTP/1.1 echo server for mesh tests: every answer is a JSON report of
 /// the request. Per request, `?status=503`, `?delay=150ms` and `?fail=0.5`
 /// (or the headers x-echo-status, x-echo-delay, x-echo-fail) shape the
 /// answer.
+///
+/// With --upstream, every request first calls each upstream in order, and
+/// the report gains `upstreams`: one
+/// `{url, status, ok, body, error}` each, where `body` is the upstream's
+/// reply (an echo-http upstream's report nests there, so a chain
+/// frontend -> backend -> database shows in one answer). When any upstream
+/// fails the answer is 502, so that `curl -f` fails, unless the request
+/// asks for a status.
 #[derive(Debug, Parser)]
 #[command(name = "echo-http")]
 struct Args {
@@ -32,6 +40,21 @@ struct Args {
     /// How long requests in flight may take to finish after SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// An upstream to call on every request, in order; repeat the flag, or
+    /// give UPSTREAMS comma-separated. `http://host:port/path`: a GET (a
+    /// 2xx is success; `?status=503` in the URL steers an echo-http
+    /// upstream). `tcp://host:port`: sends `hello from <pod>`, half-closes
+    /// and reads up to 4 KiB until the server closes (echo-tcp sends its
+    /// banner and the echo). Host names go to the system resolver, so
+    /// /etc/hosts entries work.
+    #[arg(long = "upstream", value_name = "URL", env = "UPSTREAMS",
+          value_delimiter = ',', value_parser = upstream_entry)]
+    upstreams: Vec<Option<Upstream>>,
+    /// Deadline of each upstream call, connecting included. In a chain,
+    /// give each hop more than the hop below it, so that a slow database
+    /// shows as the backend's 502 rather than the frontend's timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    upstream_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -46,9 +69,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// An entry of UPSTREAMS, where blanks are skipped: a manifest that sets
+/// `UPSTREAMS: ""` for the last hop, or ends the list with a comma, means
+/// no (more) upstreams rather than a bad one.
+fn upstream_entry(value: &str) -> Result<Option<Upstream>, UpstreamUrlError> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    Upstream::parse(value).map(Some)
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let mut config = Config::new(&args.pod, &args.version)?;
     config.drain_timeout = args.drain_timeout;
+    config.upstreams = args.upstreams.into_iter().flatten().collect();
+    config.upstream_timeout = args.upstream_timeout;
     e2e::signal::serve_until_signal(args.listen, |listener, stop| {
         echo_http::serve(listener, config, stop)
     })?;

@@ -1,23 +1,30 @@
 //! echo-http: an HTTP/1.1 server that answers every request with a JSON
 //! [`Report`] of what it saw (its own pod and version, the method, path,
 //! query, headers, peer and body length), shaped by the request's
-//! [`Controls`](crate::controls::Controls): a status code, a delay, or a
-//! fraction of 503s.
+//! [`Controls`]: a status code, a delay, or a fraction of 503s. Given
+//! [`Config::upstreams`], it also calls them and reports what they
+//! answered, so that a few of them make a chain.
 //!
 //! The lifecycle of a request:
 //! 1. its body is read to the end and counted (whatever the answer, so that
 //!    the connection stays usable);
 //! 2. the controls are parsed from the query and headers; a bad one is
-//!    answered 400 with an [`ErrorReport`] naming it;
+//!    answered 400 with an [`ErrorReport`] naming it (no upstream is
+//!    called for a request refused);
 //! 3. the server waits `delay`;
-//! 4. `fail` is rolled, then the answer is `503`, `status` or `200`, with the
-//!    report as its body and the pod in `x-echo-pod`.
+//! 4. each upstream is called in order, each within
+//!    [`Config::upstream_timeout`];
+//! 5. `fail` is rolled, then the answer is `503`, `status`, `502` when an
+//!    upstream failed, or `200`, with the report as its body and the pod in
+//!    `x-echo-pod`.
 //!
 //! [`serve`] runs on a bound listener, so that tests run it in-process on
 //! port 0; on shutdown it stops accepting, lets requests in flight finish
 //! (up to [`Config::drain_timeout`]) and closes idle connections.
 
+pub mod call;
 pub mod report;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,7 +45,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinError, JoinSet};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-pub use self::report::{ErrorReport, Report};
+pub use self::call::DEFAULT_UPSTREAM_TIMEOUT;
+pub use self::report::{ErrorReport, Report, UpstreamReport};
+pub use self::upstream::{Upstream, UpstreamUrlError};
 use crate::body::count_body;
 use crate::controls::Controls;
 
@@ -73,6 +82,13 @@ pub struct Config {
     /// How long requests in flight may take once shutdown begins; then
     /// their connections are closed.
     pub drain_timeout: Duration,
+    /// Called in order on every request; empty for the last hop of a
+    /// chain.
+    pub upstreams: Vec<Upstream>,
+    /// How long each upstream call may take, connecting included. In a
+    /// chain, each hop needs more than the hop below it, or a slow database
+    /// shows as the frontend's timeout instead of the backend's 502.
+    pub upstream_timeout: Duration,
 }
 
 /// Why [`Config::new`] refused a name.
@@ -104,6 +120,8 @@ impl Config {
             pod_header,
             version_header,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            upstreams: Vec::new(),
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
         })
     }
 
@@ -122,7 +140,14 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
     let config = Arc::new(config);
     match listener.local_addr() {
         Ok(addr) => {
-            info!(%addr, pod = %config.pod, version = %config.version, "echo-http listening")
+            let upstreams: Vec<_> = config.upstreams.iter().map(Upstream::url).collect();
+            info!(
+                %addr,
+                pod = %config.pod,
+                version = %config.version,
+                upstreams = %upstreams.join(","),
+                "echo-http listening"
+            )
         }
         Err(error) => warn!(%error, "echo-http listening on an unknown address"),
     }
@@ -223,16 +248,19 @@ async fn handle(
     if let Some(delay) = controls.delay {
         tokio::time::sleep(delay).await;
     }
-    let answer = controls.answer(fastrand::f64());
+    let upstreams = call::call_all(&config.upstreams, &config.pod, config.upstream_timeout).await;
+    let answer =
+        upstream::answer_with_upstreams(&controls, controls.answer(fastrand::f64()), &upstreams);
     debug!(
         method = %head.method,
         path = head.uri.path(),
         status = answer.status.as_u16(),
         injected_failure = answer.injected_failure,
         body_bytes,
+        upstreams_failed = upstreams.iter().filter(|upstream| !upstream.ok).count(),
         "answered"
     );
-    let report = Report::new(
+    let mut report = Report::new(
         &config.pod,
         &config.version,
         &head,
@@ -240,6 +268,7 @@ async fn handle(
         body_bytes,
         answer,
     );
+    report.upstreams = upstreams;
     Ok(json_response(&config, answer.status, &report))
 }
 

@@ -1,6 +1,7 @@
 //! The JSON bodies echo-http answers with: a [`Report`] of the request it
-//! saw, or an [`ErrorReport`] saying why it refused one. Built from the
-//! request head alone, without I/O.
+//! saw (with an [`UpstreamReport`] per upstream it called), or an
+//! [`ErrorReport`] saying why it refused one. Built from data alone,
+//! without I/O.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +35,31 @@ pub struct Report {
     pub status: u16,
     /// Whether `fail` made this answer a 503.
     pub injected_failure: bool,
+    /// What each `--upstream` answered to this request, in the order
+    /// called. Left out when there are none, so that the report of a
+    /// server without upstreams is what it always was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamReport>,
+}
+
+/// What one upstream answered. Every field is always there (`null` when it
+/// does not apply), so that `jq '.upstreams[0].body.upstreams[0]'` walks a
+/// chain without guessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamReport {
+    /// The upstream as given to `--upstream`.
+    pub url: String,
+    /// The HTTP status it answered; `None` for tcp://, and when no answer
+    /// came.
+    pub status: Option<u16>,
+    /// Whether the call succeeded: a 2xx for http://, a reply and a close
+    /// for tcp://.
+    pub ok: bool,
+    /// Its reply: the JSON value when it is JSON (another echo-http's
+    /// report nests here), else the text; `None` when nothing came back.
+    pub body: Option<serde_json::Value>,
+    /// Why the call failed, starting with the URL; `None` when `ok`.
+    pub error: Option<String>,
 }
 
 /// The body of a 400: which control was wrong and why.
@@ -69,6 +95,7 @@ impl Report {
             body_bytes,
             status: answer.status.as_u16(),
             injected_failure: answer.injected_failure,
+            upstreams: Vec::new(),
         }
     }
 }

@@ -115,12 +115,14 @@ impl HttpTarget {
             .map_or("/", |path_and_query| path_and_query.as_str())
     }
 
-    fn request(&self) -> Request<String> {
+    /// A GET of the target, with `Host` and `user_agent`. echo-http
+    /// calls its upstreams with it too, under its own user agent.
+    pub(crate) fn request(&self, user_agent: HeaderValue) -> Request<String> {
         let mut request = Request::new(String::new());
         *request.uri_mut() = self.path_and_query.clone();
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        headers.insert(USER_AGENT, user_agent);
         request
     }
 }
@@ -213,7 +215,7 @@ async fn send(
         None => connection.insert(connect(target).await?),
     };
     let response = sender
-        .send_request(target.request())
+        .send_request(target.request(HeaderValue::from_static(USER_AGENT_VALUE)))
         .await
         .map_err(|error| format!("request: {}", error_chain(&error)))?;
     let status = response.status().as_u16();
@@ -300,7 +302,7 @@ mod tests {
     fn requests_carry_host_and_target() {
         let request = HttpTarget::parse("http://backend:8080/a?b=c")
             .unwrap()
-            .request();
+            .request(HeaderValue::from_static(USER_AGENT_VALUE));
         assert_eq!(request.uri(), "/a?b=c");
         assert_eq!(request.headers()[HOST], "backend:8080");
         assert!(

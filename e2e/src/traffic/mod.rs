@@ -44,7 +44,7 @@ fn io_reason(error: &io::Error) -> String {
 
 /// An error and its causes, `outer: inner: innermost`: hyper's own message
 /// ("connection error") says little without the I/O error under it.
-fn error_chain(error: &dyn Error) -> String {
+pub(crate) fn error_chain(error: &dyn Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
