@@ -48,6 +48,20 @@ enum Command {
         #[command(subcommand)]
         action: NamespaceAction,
     },
+    /// Serve the Kubernetes objects of a YAML file in the local mesh
+    /// (policies, Services...); applying the same file name again replaces it.
+    Apply {
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Stop serving what `apply -f <file>` served.
+    Delete {
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Stop a local mesh's component and start it again (`istiod-lite`,
+    /// `ztunnel/<node>`, or a pod).
+    Restart { component: String },
     /// Run a command inside a pod's network namespace (or a node's).
     Exec(ExecArgs),
     /// Print the log of a local mesh's component.
@@ -167,6 +181,9 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             };
             Ok(mesh::set_enrollment(state_dir, mesh, &namespace, enrolled)?)
         }
+        Command::Apply { file } => Ok(mesh::apply(state_dir, mesh, &file)?),
+        Command::Delete { file } => Ok(mesh::delete(state_dir, mesh, &file)?),
+        Command::Restart { component } => Ok(mesh::restart(state_dir, mesh, &component)?),
         Command::Exec(args) => {
             let target = match (args.pod, args.node) {
                 (_, Some(node)) => ExecTarget::Node(node),

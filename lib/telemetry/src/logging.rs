@@ -3,6 +3,7 @@
 //! which is what an admin `/logging` endpoint needs to turn on debug logs
 //! for one module without a restart.
 
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -45,7 +46,13 @@ fn install(text: &str) -> Result<LogControl, LoggingError> {
     let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour only for a person at a terminal: a log file (the
+                // local mesh's, a container's) stays greppable.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .try_init()
         .map_err(|e| LoggingError::Install(e.to_string()))?;
     Ok(LogControl {

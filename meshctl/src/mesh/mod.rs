@@ -122,6 +122,97 @@ pub fn set_enrollment(
     })
 }
 
+/// The prefix of files `meshctl apply` puts in istiod-lite's config
+/// directory, so that `delete` removes only what `apply` wrote.
+const APPLIED_PREFIX: &str = "applied-";
+
+/// `meshctl apply -f <file>`: serves the Kubernetes objects of `file` in the
+/// mesh (by copying it into istiod-lite's config directory, which it
+/// watches); applying a file of the same name again replaces it.
+pub fn apply(state_dir: &Path, mesh: Option<&str>, file: &Path) -> Result<String, MeshError> {
+    let dir = state::select(state_dir, mesh)?;
+    let text = std::fs::read_to_string(file).map_err(|source| MeshError::Io {
+        action: "read",
+        path: file.to_owned(),
+        source,
+    })?;
+    let name = applied_name(file)?;
+    write_atomic(&dir.config_dir().join(&name), text.as_bytes())?;
+    Ok(format!(
+        "{} applied: istiod-lite reads it within a second (problems show on its /debug/diagnostics)\n",
+        file.display()
+    ))
+}
+
+/// `meshctl delete -f <file>`: stops serving what `apply -f <file>` served.
+pub fn delete(state_dir: &Path, mesh: Option<&str>, file: &Path) -> Result<String, MeshError> {
+    let dir = state::select(state_dir, mesh)?;
+    let path = dir.config_dir().join(applied_name(file)?);
+    std::fs::remove_file(&path).map_err(|source| MeshError::Io {
+        action: "remove (was it applied?)",
+        path,
+        source,
+    })?;
+    Ok(format!("{} deleted\n", file.display()))
+}
+
+fn applied_name(file: &Path) -> Result<String, MeshError> {
+    let stem = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .ok_or_else(|| MeshError::NotFound(format!("{} is not a .yaml file", file.display())))?;
+    Ok(format!("{APPLIED_PREFIX}{stem}"))
+}
+
+/// `meshctl restart <component>`: stops a component (SIGTERM; ztunnel
+/// drains) if it runs, and starts it again as `up` did.
+pub fn restart(state_dir: &Path, mesh: Option<&str>, component: &str) -> Result<String, MeshError> {
+    let dir = state::select(state_dir, mesh)?;
+    let mut state = dir.load()?;
+    let name = process_name(&state, component)?;
+    let Some(index) = state.processes.iter().position(|p| p.name == name) else {
+        return Err(MeshError::NotFound(format!(
+            "mesh `{}` runs no `{component}`",
+            state.plan.name
+        )));
+    };
+    let record = state.processes[index].clone();
+    let Some(spawn) = record.spawn.clone() else {
+        return Err(MeshError::NotFound(format!(
+            "the state does not say how `{name}` was started"
+        )));
+    };
+    let was_running = process::is_running(&record);
+    let killed = process::stop_all(
+        std::slice::from_ref(&record),
+        std::time::Duration::from_secs(10),
+    );
+    let new = process::start(&spawn)?;
+    let pid = new.pid;
+    state.processes[index] = new;
+    dir.save(&state)?;
+    let how = match (was_running, killed.is_empty()) {
+        (false, _) => "was not running; started",
+        (true, true) => "stopped and started",
+        (true, false) => "killed (it did not stop within 10 s) and started",
+    };
+    Ok(format!("{name} {how} again (pid {pid})\n"))
+}
+
+/// The record name of a component: `istiod-lite`, `ztunnel/<node>`, or a
+/// pod (`<pod>` or `<ns>/<pod>`).
+fn process_name(state: &state::MeshState, component: &str) -> Result<String, MeshError> {
+    if component == "istiod-lite" || component.starts_with("ztunnel/") {
+        return Ok(component.to_owned());
+    }
+    let pod = state
+        .plan
+        .find_pod(component)
+        .map_err(MeshError::NotFound)?;
+    Ok(format!("pod/{}/{}", pod.namespace, pod.name))
+}
+
 /// Where `meshctl exec` runs a command.
 #[derive(Debug, Clone)]
 pub enum ExecTarget {

@@ -16,8 +16,9 @@ use nix::unistd::Pid;
 use super::error::MeshError;
 use super::state::ProcessRecord;
 
-/// How a process is started.
-#[derive(Debug, Clone)]
+/// How a process is started (kept in its record, so that `meshctl restart`
+/// starts it again the same way).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Spawn {
     /// The record name: `istiod-lite`, `ztunnel/<node>`, `pod/<ns>/<name>`.
     pub name: String,
@@ -69,6 +70,7 @@ pub fn start(spawn: &Spawn) -> Result<ProcessRecord, MeshError> {
         pid,
         start_time: start_time(pid).unwrap_or(0),
         log: spawn.log.clone(),
+        spawn: Some(spawn.clone()),
     })
 }
 
@@ -150,6 +152,7 @@ mod tests {
             pid,
             start_time,
             log: PathBuf::new(),
+            spawn: None,
         };
         assert!(is_running(&record(started)));
         assert!(

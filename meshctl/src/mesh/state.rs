@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::MeshError;
 use super::plan::Plan;
+use super::process::Spawn;
 
 /// Where meshes keep their state unless told otherwise: tmpfs, cleared on
 /// reboot together with the network namespaces it describes.
@@ -52,6 +53,9 @@ pub struct ProcessRecord {
     /// 22): with the pid, names the process even after its pid is reused.
     pub start_time: u64,
     pub log: PathBuf,
+    /// How it was started.
+    #[serde(default)]
+    pub spawn: Option<Spawn>,
 }
 
 /// The directories of one mesh.
@@ -225,6 +229,7 @@ mod tests {
                 pid: 42,
                 start_time: 7,
                 log: "/x".into(),
+                spawn: None,
             }],
             complete: false,
         }
