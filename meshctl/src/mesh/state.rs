@@ -1,7 +1,8 @@
 //! A local mesh's state on disk, so that `meshctl down` can remove
 //! everything `up` made even after `up` crashed halfway. `up` records each
-//! namespace and process *before* it creates it (removing something that
-//! does not exist is harmless; leaking something unrecorded is not), and
+//! namespace *before* it creates it (removing something that does not
+//! exist is harmless; leaking something unrecorded is not) and each
+//! process the moment it has started (its pid exists only then), and
 //! rewrites the file atomically after every step.
 //!
 //! ```text

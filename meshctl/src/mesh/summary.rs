@@ -21,11 +21,16 @@ pub fn render(state: &MeshState, hints: &[String], dir: &Path) -> String {
     );
     let mut pods = Table::new(["POD", "NODE", "IP", "MESH", "RUNS"]);
     for pod in &plan.pods {
-        let enrolled = plan
+        // A pod's own label wins over its namespace's, as in istiod-lite.
+        let namespace_mode = plan
             .namespaces
             .iter()
             .find(|ns| ns.name == pod.namespace)
-            .and_then(|ns| ns.labels.get(DATAPLANE_MODE))
+            .and_then(|ns| ns.labels.get(DATAPLANE_MODE));
+        let enrolled = pod
+            .labels
+            .get(DATAPLANE_MODE)
+            .or(namespace_mode)
             .is_some_and(|mode| mode == "ambient");
         pods.row(vec![
             format!("{}/{}", pod.namespace, pod.name),
