@@ -1,0 +1,21 @@
+//! The waypoint, the optional per-namespace L7 proxy: it sits in the HBONE
+//! path of a namespace's services and routes, retries, times out,
+//! authorizes and traces their HTTP requests. Its decisions (which rule a
+//! request matches, what a filter does to it, which backend it goes to)
+//! are pure functions over config and request data, unit-tested without
+//! sockets; the data path around them must never wait on the control
+//! plane, only read the last config snapshot it was given.
+//!
+//! # Layout
+//!
+//! - `route`: the route configuration translated from Gateway API
+//!   `HTTPRoute`s, one [`route::RouteTable`] per service, and request
+//!   matching with Gateway API precedence; weighted backend choice.
+//! - `filter`: the `HTTPRoute` filters as functions over request and
+//!   response heads: header modifiers, redirects, URL rewrites.
+
+pub mod filter;
+pub mod route;
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,20 @@
+//! Routing: a service's `HTTPRoute`s as a [`RouteTable`], and the choice of
+//! rule for a request as a pure function over it ([`RouteTable::select`]).
+//! Nothing here does I/O or reads a clock; the caller brings the request
+//! head and, for weighted choices, the random number.
+
+mod backend;
+mod config;
+mod matcher;
+mod request;
+mod table;
+
+pub use backend::choose_backend;
+pub use config::{
+    Backend, Filter, Fraction, HeaderMatch, HeaderModifier, PathMatch, PathModifier,
+    QueryParamMatch, RedirectStatus, RequestMatch, RequestMirror, RequestRedirect, Retry, Route,
+    Rule, ServiceKey, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
+};
+pub use matcher::MatchField;
+pub use request::RequestHead;
+pub use table::{BuildError, InvalidRegexError, RouteTable, RuleName, Selected, Selection};
