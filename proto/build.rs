@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "envoy/service/discovery/v3/discovery.proto",
     "envoy/service/discovery/v3/ads.proto",
     "google/rpc/status.proto",
+    "mesh/waypoint/v1/waypoint.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

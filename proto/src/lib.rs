@@ -1,10 +1,12 @@
 //! Generated protobuf and gRPC types for the APIs we share with Istio and
 //! Envoy: the workload and authorization resources that the control plane
 //! pushes to ztunnel, the delta aggregated discovery service that carries
-//! them, and Istio's certificate signing service. The `.proto` files under
-//! `proto/` are our own, written to be wire-compatible with the public
-//! definitions named at the top of each file; `build.rs` compiles them with
-//! protox, so no `protoc` is needed.
+//! them, and Istio's certificate signing service; and the waypoint's
+//! configuration, an API of our own carried on the same stream. The
+//! `.proto` files under `proto/` are our own, written to be wire-compatible
+//! with the public definitions named at the top of each file (except
+//! `mesh/`, which has no upstream); `build.rs` compiles them with protox, so
+//! no `protoc` is needed.
 //!
 //! This crate must never contain hand-written logic: no conversions,
 //! validation, defaults or helpers beyond type URL constants. Generated types
@@ -23,6 +25,8 @@
 //!   and `AggregatedDiscoveryService` (delta method only) with client and server.
 //! - [`core`]: `envoy.config.core.v3`, the `Node` a discovery client presents.
 //! - [`rpc`]: `google.rpc`, the `Status` carried by a NACK.
+//! - [`waypoint`]: `mesh.waypoint.v1`, ours: the `WaypointRoutes` resource
+//!   (a service port's `HTTPRoute`s, resolved by the control plane).
 //!
 //! Well-known types (`Any`, `Struct`, `Duration`, `Empty`, wrappers) are
 //! [`prost_types`]'s. Every message implements [`prost::Name`], so
@@ -39,12 +43,16 @@ pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 /// Type URL of [`security::Authorization`] on the discovery stream.
 pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
 
+/// Type URL of [`waypoint::WaypointRoutes`] on the discovery stream.
+pub const WAYPOINT_ROUTES_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.WaypointRoutes";
+
 pub use generated::envoy::config::core::v3 as core;
 pub use generated::envoy::service::discovery::v3 as discovery;
 pub use generated::google::rpc;
 pub use generated::istio::security;
 pub use generated::istio::v1::auth as ca;
 pub use generated::istio::workload;
+pub use generated::mesh::waypoint::v1 as waypoint;
 
 /// The generated code, nested by protobuf package because prost refers to
 /// other packages with relative `super::` paths. Re-exported above under
@@ -87,6 +95,13 @@ mod generated {
     pub mod google {
         pub mod rpc {
             tonic::include_proto!("google.rpc");
+        }
+    }
+    pub mod mesh {
+        pub mod waypoint {
+            pub mod v1 {
+                tonic::include_proto!("mesh.waypoint.v1");
+            }
         }
     }
 }

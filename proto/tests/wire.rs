@@ -13,7 +13,8 @@ use prost::{Message, Name};
 use prost_types::value::Kind;
 use prost_types::{Any, Duration, Struct, Value};
 use proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, ca, core, discovery, rpc, security, workload,
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL, ca, core, discovery, rpc,
+    security, waypoint, workload,
 };
 
 // === Hand-written protobuf encoder ===
@@ -433,6 +434,33 @@ fn address_round_trips_through_any_with_the_type_url() {
     );
     // The type URL guards against decoding the wrong message.
     assert!(over_the_wire.to_msg::<security::Authorization>().is_err());
+}
+
+// === mesh.waypoint.v1 (ours, no upstream to match) ===
+
+#[test]
+fn waypoint_routes_round_trip_through_any_with_the_type_url() {
+    assert_eq!(
+        waypoint::WaypointRoutes::type_url(),
+        WAYPOINT_ROUTES_TYPE_URL
+    );
+    let routes = waypoint::WaypointRoutes {
+        hostname: "reviews.bookinfo.svc.cluster.local".into(),
+        port: 9080,
+        routes: vec![waypoint::Route {
+            namespace: "bookinfo".into(),
+            name: "reviews".into(),
+            ..Default::default()
+        }],
+    };
+    let any = Any::from_msg(&routes).unwrap();
+    assert_eq!(any.type_url, WAYPOINT_ROUTES_TYPE_URL);
+    let over_the_wire = Any::decode(any.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(
+        over_the_wire.to_msg::<waypoint::WaypointRoutes>().unwrap(),
+        routes
+    );
+    assert!(over_the_wire.to_msg::<workload::Address>().is_err());
 }
 
 // === istio.security ===

@@ -9,8 +9,10 @@
 //! # Layout
 //!
 //! - `route`: the route configuration translated from Gateway API
-//!   `HTTPRoute`s, one [`route::RouteTable`] per service, and request
-//!   matching with Gateway API precedence; weighted backend choice.
+//!   `HTTPRoute`s, one [`route::RouteTable`] per service, built with
+//!   `TryFrom` from the pushed `WaypointRoutes` resource (every field
+//!   checked there); request matching with Gateway API precedence;
+//!   weighted backend choice.
 //! - `filter`: the `HTTPRoute` filters as functions over request and
 //!   response heads: header modifiers, redirects, URL rewrites.
 
