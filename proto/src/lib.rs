@@ -26,7 +26,9 @@
 //! - [`core`]: `envoy.config.core.v3`, the `Node` a discovery client presents.
 //! - [`rpc`]: `google.rpc`, the `Status` carried by a NACK.
 //! - [`waypoint`]: `mesh.waypoint.v1`, ours: the `WaypointRoutes` resource
-//!   (a service port's `HTTPRoute`s, resolved by the control plane).
+//!   (a service port's `HTTPRoute`s, resolved by the control plane) and the
+//!   `WaypointAuthorization` resource (a service's L7
+//!   `AuthorizationPolicy`s).
 //!
 //! Well-known types (`Any`, `Struct`, `Duration`, `Empty`, wrappers) are
 //! [`prost_types`]'s. Every message implements [`prost::Name`], so
@@ -45,6 +47,10 @@ pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Aut
 
 /// Type URL of [`waypoint::WaypointRoutes`] on the discovery stream.
 pub const WAYPOINT_ROUTES_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.WaypointRoutes";
+
+/// Type URL of [`waypoint::WaypointAuthorization`] on the discovery stream.
+pub const WAYPOINT_AUTHORIZATION_TYPE_URL: &str =
+    "type.googleapis.com/mesh.waypoint.v1.WaypointAuthorization";
 
 pub use generated::envoy::config::core::v3 as core;
 pub use generated::envoy::service::discovery::v3 as discovery;

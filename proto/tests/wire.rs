@@ -13,8 +13,8 @@ use prost::{Message, Name};
 use prost_types::value::Kind;
 use prost_types::{Any, Duration, Struct, Value};
 use proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL, ca, core, discovery, rpc,
-    security, waypoint, workload,
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
+    WAYPOINT_ROUTES_TYPE_URL, ca, core, discovery, rpc, security, waypoint, workload,
 };
 
 // === Hand-written protobuf encoder ===
@@ -461,6 +461,40 @@ fn waypoint_routes_round_trip_through_any_with_the_type_url() {
         routes
     );
     assert!(over_the_wire.to_msg::<workload::Address>().is_err());
+}
+
+#[test]
+fn waypoint_authorization_round_trips_through_any_with_the_type_url() {
+    assert_eq!(
+        waypoint::WaypointAuthorization::type_url(),
+        WAYPOINT_AUTHORIZATION_TYPE_URL
+    );
+    let policies = waypoint::WaypointAuthorization {
+        hostname: "reviews.bookinfo.svc.cluster.local".into(),
+        policies: vec![waypoint::AuthorizationPolicy {
+            namespace: "bookinfo".into(),
+            name: "admin-only".into(),
+            action: waypoint::authorization_policy::Action::Deny.into(),
+            dry_run: true,
+            rules: vec![waypoint::authorization_policy::Rule {
+                to: vec![waypoint::authorization_policy::Operation {
+                    paths: vec!["/admin*".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }],
+    };
+    let any = Any::from_msg(&policies).unwrap();
+    assert_eq!(any.type_url, WAYPOINT_AUTHORIZATION_TYPE_URL);
+    let over_the_wire = Any::decode(any.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(
+        over_the_wire
+            .to_msg::<waypoint::WaypointAuthorization>()
+            .unwrap(),
+        policies
+    );
+    assert!(over_the_wire.to_msg::<waypoint::WaypointRoutes>().is_err());
 }
 
 // === istio.security ===

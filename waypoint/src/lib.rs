@@ -15,7 +15,12 @@
 //!   weighted backend choice.
 //! - `filter`: the `HTTPRoute` filters as functions over request and
 //!   response heads: header modifiers, redirects, URL rewrites.
+//! - `authz`: L7 `AuthorizationPolicy`, one [`authz::ServicePolicies`] per
+//!   service, built with `TryFrom` from the pushed `WaypointAuthorization`
+//!   resource; [`authz::evaluate`] decides a request with Istio's
+//!   precedence (DENY, then ALLOW; AUDIT and dry-run only reported).
 
+pub mod authz;
 pub mod filter;
 pub mod route;
 

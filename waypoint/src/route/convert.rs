@@ -472,8 +472,17 @@ fn optional_hostname(hostname: String) -> Result<Option<Arc<str>>, Problem> {
     self::hostname(hostname).map(Some)
 }
 
-/// The Gateway API's `PreciseHostname`: a lowercase RFC 1123 DNS name.
 fn hostname(hostname: String) -> Result<Arc<str>, Problem> {
+    if is_precise_hostname(&hostname) {
+        Ok(hostname.into())
+    } else {
+        Err(Problem::InvalidHostname(hostname))
+    }
+}
+
+/// The Gateway API's `PreciseHostname`: a lowercase RFC 1123 DNS name.
+/// Shared with `authz`, whose resources name services the same way.
+pub(crate) fn is_precise_hostname(hostname: &str) -> bool {
     let label_ok = |label: &str| {
         (1..=63).contains(&label.len())
             && label
@@ -482,11 +491,7 @@ fn hostname(hostname: String) -> Result<Arc<str>, Problem> {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
-    if hostname.len() <= 253 && hostname.split('.').all(label_ok) {
-        Ok(hostname.into())
-    } else {
-        Err(Problem::InvalidHostname(hostname))
-    }
+    hostname.len() <= 253 && hostname.split('.').all(label_ok)
 }
 
 fn header_name(name: String) -> Result<HeaderName, Problem> {

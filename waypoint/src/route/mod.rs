@@ -18,6 +18,7 @@ pub use config::{
     QueryParamMatch, RedirectStatus, RequestMatch, RequestMirror, RequestRedirect, Retry, Route,
     Rule, ServiceKey, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
 };
+pub(crate) use convert::is_precise_hostname;
 pub use convert::{ConvertError, InvalidField, Problem, routes_from_proto};
 pub use matcher::MatchField;
 pub use request::RequestHead;
