@@ -24,6 +24,8 @@
 //! - `waypoint`: `istio.io/use-waypoint` resolution, shared by both.
 //! - `authorization`: `AuthorizationPolicy` and `PeerAuthentication` to
 //!   `Authorization`, with the fail-closed handling of L7 attributes.
+//! - `waypoint_routes`: `HTTPRoute`s with a Service parent (GAMMA) to the
+//!   waypoint's `WaypointRoutes`, one per service port.
 //! - `affected`: which resources a set of changed objects touches.
 
 mod affected;
@@ -31,6 +33,7 @@ mod authorization;
 mod index;
 mod service;
 mod waypoint;
+mod waypoint_routes;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +47,9 @@ use crate::model::ObjectKey;
 pub use self::affected::{Target, affected};
 pub use self::authorization::STATIC_STRICT_POLICY_NAME;
 pub use self::index::{Changes, Index};
+pub use self::waypoint_routes::{
+    DEFAULT_RETRY_ATTEMPTS, WaypointRoutesTranslated, translate_waypoint_routes,
+};
 pub use self::workload::{is_enrolled, pod_uid};
 
 /// Mesh-wide settings the translation depends on.
@@ -66,6 +72,8 @@ pub enum ResourceType {
     Address,
     /// `istio.security.Authorization`: `<ns>/<name>`.
     Authorization,
+    /// `mesh.waypoint.v1.WaypointRoutes`: `<hostname>:<port>`.
+    WaypointRoutes,
 }
 
 /// How much a diagnostic matters.
@@ -256,6 +264,8 @@ impl Translated {
                 delta.authorizations.upserts.contains_key(name)
                     || delta.authorizations.removals.contains(name)
             }
+            // Not translated incrementally (yet): never in a delta.
+            ResourceType::WaypointRoutes => false,
         };
         self.diagnostics
             .retain(|d| !touched(d.resource_type, &d.resource));
