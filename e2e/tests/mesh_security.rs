@@ -182,12 +182,23 @@ fn s03_l4_policy_allows_and_denies() {
             Ok(body) => Err(body),
         },
     );
-    assert!(
-        mesh.curl("a", "http://b2.ns-b.pod:8080/").is_err(),
-        "namespace-wide: b2 too"
+    // b2 is on node-a, whose ztunnel gets the push on its own time.
+    eventually(
+        "namespace-wide: b2 too",
+        Duration::from_secs(10),
+        || match mesh.curl("a", "http://b2.ns-b.pod:8080/") {
+            Err(_) => Ok(()),
+            Ok(body) => Err(body),
+        },
     );
     mesh.delete("deny-ns-a");
     mesh.delete("b-from-a");
+    // Wait for the deletions to arrive, so that a refusal below is the
+    // port rule's and not the old DENY's.
+    eventually("no policy on b any more", Duration::from_secs(10), || {
+        mesh.curl("a", "http://b.ns-b.pod:8080/")?;
+        mesh.tcp_echo("a", "b.ns-b.pod:9000")
+    });
     let port_only =
         "  - from: [{source: {namespaces: [ns-a]}}]\n    to: [{operation: {ports: [\"8080\"]}}]\n";
     mesh.apply(
