@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use proto::waypoint::{filter, path_modifier};
 
 const FIXTURE: &str = include_str!("../../../tests/fixtures/waypoint_routes.yaml");
 
