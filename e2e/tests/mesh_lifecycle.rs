@@ -113,6 +113,7 @@ fn down_cleans_up_after_a_killed_up() {
         cmd
     };
     let mut up = meshctl(&["up", "-f", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let state_file = state.path().join("e2e-crash/state.json");
