@@ -348,7 +348,7 @@ fn s11_the_ca_refuses_identities_of_other_nodes() {
         dir.join("root-cert.pem").display().to_string(),
         dir.join("tokens/node-a.token").display().to_string(),
     );
-    let mut impostor = mesh
+    let impostor = mesh
         .command(&[
             "exec",
             "--node",
@@ -380,6 +380,9 @@ fn s11_the_ca_refuses_identities_of_other_nodes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped also when an assertion below fails: a process left in a
+    // deleted namespace would outlive the test.
+    let _impostor = StopOnDrop(impostor);
     eventually("the CA counts the refusal", Duration::from_secs(20), || {
         let denied = csr_count(&mesh, "denied");
         (denied > denied_before)
@@ -412,8 +415,20 @@ fn s11_the_ca_refuses_identities_of_other_nodes() {
         })
         .count();
     assert_eq!(issued, 0, "the impostor holds no certificate for b: {held}");
-    kill(i32::try_from(impostor.id()).unwrap(), "-TERM");
-    let _ = impostor.wait();
+}
+
+/// A background process, stopped (SIGTERM, then reaped) when dropped.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// `istiod_lite_csr_requests_total{result=...}`, read inside the node
