@@ -15,6 +15,8 @@
 //!   weighted backend choice.
 //! - `filter`: the `HTTPRoute` filters as functions over request and
 //!   response heads: header modifiers, redirects, URL rewrites.
+//! - `located`: [`located::Located`], a field's problem and the way down
+//!   to it, the error of every resource conversion.
 //! - `authz`: L7 `AuthorizationPolicy`, one [`authz::ServicePolicies`] per
 //!   service, built with `TryFrom` from the pushed `WaypointAuthorization`
 //!   resource; [`authz::evaluate`] decides a request with Istio's
@@ -22,6 +24,7 @@
 
 pub mod authz;
 pub mod filter;
+pub mod located;
 pub mod route;
 
 #[cfg(test)]

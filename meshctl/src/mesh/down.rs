@@ -11,7 +11,7 @@ use super::process;
 use super::state::{MeshDir, MeshState};
 
 /// ztunnel drains on SIGTERM; this leaves it time to, then kills.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What `down` did, and what it could not do.
 #[derive(Debug, Default)]

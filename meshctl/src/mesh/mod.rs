@@ -63,7 +63,7 @@ pub fn down(state_dir: &Path, mesh: Option<&str>) -> Result<String, MeshError> {
     if !report.killed.is_empty() {
         text.push_str(&format!(
             "killed after {} s without exiting: {}\n",
-            5,
+            down::STOP_GRACE.as_secs(),
             report.killed.join(", ")
         ));
     }

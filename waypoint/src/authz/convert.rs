@@ -13,7 +13,7 @@
 //! says where (policy, rule, and the way down to the field), so the xDS
 //! client can NACK it and keep serving the policies it has.
 
-use std::fmt;
+use crate::located::Located;
 use std::net::IpAddr;
 
 use http::HeaderName;
@@ -31,13 +31,9 @@ use crate::route::is_precise_hostname;
 /// [`ServicePolicies`], and where: `AuthorizationPolicy shop/admin rule 1
 /// from 0 source.ip_blocks 2: ip block `10.0.0/8` is neither an address
 /// nor a CIDR block`. Positions count from 0, as in the resource's lists.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConvertError {
-    /// The way down to the field, outermost first; empty for a field of
-    /// the resource itself (its hostname).
-    pub location: String,
-    pub problem: Problem,
-}
+/// The location is empty for a field of the resource itself (its
+/// hostname).
+pub type ConvertError = Located<Problem>;
 
 /// What is wrong with a field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -271,40 +267,6 @@ where
             convert(item).map_err(|e| e.into().at(format_args!("{field} {index}")))
         })
         .collect()
-}
-
-// === impl ConvertError ===
-
-impl ConvertError {
-    /// The same problem, one level further out: `step` goes in front of
-    /// the location.
-    fn at(mut self, step: impl fmt::Display) -> Self {
-        self.location = if self.location.is_empty() {
-            step.to_string()
-        } else {
-            format!("{step} {}", self.location)
-        };
-        self
-    }
-}
-
-impl From<Problem> for ConvertError {
-    fn from(problem: Problem) -> Self {
-        ConvertError {
-            location: String::new(),
-            problem,
-        }
-    }
-}
-
-impl fmt::Display for ConvertError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.location.is_empty() {
-            write!(f, "{}", self.problem)
-        } else {
-            write!(f, "{}: {}", self.location, self.problem)
-        }
-    }
 }
 
 #[cfg(test)]

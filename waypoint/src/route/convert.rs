@@ -16,7 +16,7 @@
 //! Gateway API's own defaults (a weight of 1, a mirror percent of 100) are
 //! the control plane's to fill in, so zero means zero here.
 
-use std::fmt;
+use crate::located::Located;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -47,13 +47,9 @@ pub enum ConvertError {
 /// where it is: `HTTPRoute shop/catalog rule 2 filter 1 set 0: header name
 /// `bad name` is not a valid HTTP header name`. Positions count from 0, as
 /// in the lists of the resource (and of [`BuildError`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct InvalidField {
-    /// The way down to the field, outermost first; empty for a field of
-    /// the resource itself (its hostname and port).
-    pub location: String,
-    pub problem: Problem,
-}
+/// The location is empty for a field of the resource itself (its hostname
+/// and port).
+pub type InvalidField = Located<Problem>;
 
 /// What is wrong with a field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -557,40 +553,6 @@ where
         .enumerate()
         .map(|(index, item)| convert(item).map_err(|e| e.into().at(format_args!("{step} {index}"))))
         .collect()
-}
-
-// === impl InvalidField ===
-
-impl InvalidField {
-    /// The same problem, one level further out: `step` goes in front of
-    /// the location.
-    fn at(mut self, step: impl fmt::Display) -> Self {
-        self.location = if self.location.is_empty() {
-            step.to_string()
-        } else {
-            format!("{step} {}", self.location)
-        };
-        self
-    }
-}
-
-impl From<Problem> for InvalidField {
-    fn from(problem: Problem) -> Self {
-        InvalidField {
-            location: String::new(),
-            problem,
-        }
-    }
-}
-
-impl fmt::Display for InvalidField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.location.is_empty() {
-            write!(f, "{}", self.problem)
-        } else {
-            write!(f, "{}: {}", self.location, self.problem)
-        }
-    }
 }
 
 #[cfg(test)]
