@@ -16,11 +16,11 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Every connection starts with this much buffer per direction.
-const INITIAL_BUFFER: usize = 4 * 1024;
+pub(crate) const INITIAL_BUFFER: usize = 4 * 1024;
 /// Buffers stop growing here: past it, larger reads buy almost nothing.
-const MAX_BUFFER: usize = 256 * 1024;
+pub(crate) const MAX_BUFFER: usize = 256 * 1024;
 /// A direction must fill its buffer this many reads in a row to grow it.
-const FULL_READS_TO_GROW: u32 = 4;
+pub(crate) const FULL_READS_TO_GROW: u32 = 4;
 
 /// Bytes moved in each direction by [`copy_bidirectional`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +29,16 @@ pub struct Transferred {
     pub a_to_b: u64,
     /// From the second stream to the first.
     pub b_to_a: u64,
+}
+
+impl Transferred {
+    /// The same counts seen from the other stream.
+    pub fn reversed(self) -> Self {
+        Transferred {
+            a_to_b: self.b_to_a,
+            b_to_a: self.a_to_b,
+        }
+    }
 }
 
 /// Copies `a` to `b` and `b` to `a` until both directions reached EOF,

@@ -14,6 +14,7 @@
 //! - [`settings`]: HTTP/2 windows, frame sizes and limits, shared by both ends.
 //! - [`tunnel`]: [`Tunnel`], an HTTP/2 stream as `AsyncRead + AsyncWrite`.
 //! - [`copy`]: bidirectional copy with half-close and adaptive buffers.
+//! - [`tunnel_copy`]: the same between a [`Tunnel`] and a stream, zero-copy.
 //! - [`server`]: TLS + HTTP/2 accept loop and the [`ConnectHandler`] contract.
 //! - [`pool`]: the client, pooling HTTP/2 connections.
 //! - [`connector`]: how the pool opens TCP (a pod's netns, a socket mark).
@@ -26,6 +27,7 @@ pub mod pool;
 pub mod server;
 pub mod settings;
 pub mod tunnel;
+pub mod tunnel_copy;
 
 pub use connector::{ConnectFuture, Connector, DirectConnector};
 pub use copy::copy_bidirectional;
@@ -34,6 +36,7 @@ pub use pool::{ConnectRequest, Pool, PoolConfig};
 pub use server::{ConnectHandler, InboundConnect, Rejection, Server, ServerConfig};
 pub use settings::H2Settings;
 pub use tunnel::Tunnel;
+pub use tunnel_copy::copy_tunnel;
 
 /// The port HBONE listens on, in pods and on waypoints.
 pub const HBONE_PORT: u16 = 15008;

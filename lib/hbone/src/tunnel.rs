@@ -65,6 +65,74 @@ fn h2_to_io(error: h2::Error) -> io::Error {
     io::Error::new(kind, error)
 }
 
+// The chunk-level API that `copy_tunnel` uses to move `Bytes` in and out
+// of h2 without copying them; `AsyncRead`/`AsyncWrite` are built on it.
+impl Tunnel {
+    /// The next received bytes: the unread rest of the last DATA frame, or
+    /// the next frame. `None` once the peer ended its half. The frame's
+    /// flow-control window is returned as soon as it arrives, since the
+    /// bytes are ours from then on and the sender can keep going.
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        while self.pending.is_empty() {
+            if self.read_closed {
+                return Poll::Ready(Ok(None));
+            }
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    self.recv
+                        .flow_control()
+                        .release_capacity(data.len())
+                        .map_err(h2_to_io)?;
+                    self.pending = data;
+                }
+                Some(Err(error)) => return Poll::Ready(Err(h2_to_io(error))),
+                None => self.read_closed = true,
+            }
+        }
+        Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))))
+    }
+
+    /// Waits until the peer's windows let us send, and returns how many
+    /// bytes (at most `wanted`, at least 1) the next [`Self::send_chunk`]
+    /// may carry. Capacity is reserved only for bytes the caller already
+    /// holds, so an idle tunnel keeps none of the connection's window.
+    pub(crate) fn poll_send_capacity(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.send.reserve_capacity(wanted);
+        loop {
+            let capacity = self.send.capacity();
+            if capacity > 0 {
+                return Poll::Ready(Ok(capacity.min(wanted)));
+            }
+            match ready!(self.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Poll::Ready(Err(h2_to_io(error))),
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+
+    /// Queues `data`, no larger than the last [`Self::poll_send_capacity`],
+    /// as DATA; h2 writes it out without copying it.
+    pub(crate) fn send_chunk(&mut self, data: Bytes) -> io::Result<()> {
+        self.send.send_data(data, false).map_err(h2_to_io)
+    }
+
+    /// Ends our half (END_STREAM); a second call is a no-op.
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
+        if self.write_closed {
+            return Ok(());
+        }
+        self.write_closed = true;
+        // An empty DATA frame with END_STREAM needs no flow-control capacity.
+        self.send.reserve_capacity(0);
+        self.send.send_data(Bytes::new(), true).map_err(h2_to_io)
+    }
+}
+
 impl AsyncRead for Tunnel {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -72,28 +140,14 @@ impl AsyncRead for Tunnel {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        while this.pending.is_empty() {
-            if this.read_closed {
-                return Poll::Ready(Ok(()));
-            }
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    // Returning the window now, not after the caller's copy,
-                    // keeps the sender busy; the bytes are ours already.
-                    let len = data.len();
-                    this.recv
-                        .flow_control()
-                        .release_capacity(len)
-                        .map_err(h2_to_io)?;
-                    this.pending = data;
-                }
-                Some(Err(error)) => return Poll::Ready(Err(h2_to_io(error))),
-                None => this.read_closed = true,
-            }
-        }
-        let n = this.pending.len().min(buf.remaining());
-        buf.put_slice(&this.pending[..n]);
-        this.pending.advance(n);
+        let Some(mut chunk) = ready!(this.poll_chunk(cx))? else {
+            return Poll::Ready(Ok(()));
+        };
+        let n = chunk.len().min(buf.remaining());
+        buf.put_slice(&chunk[..n]);
+        chunk.advance(n);
+        // Whatever did not fit is read next time.
+        this.pending = chunk;
         Poll::Ready(Ok(()))
     }
 }
@@ -108,22 +162,8 @@ impl AsyncWrite for Tunnel {
             return Poll::Ready(Ok(0));
         }
         let this = self.get_mut();
-        this.send.reserve_capacity(buf.len());
-        let available = loop {
-            let capacity = this.send.capacity();
-            if capacity > 0 {
-                break capacity;
-            }
-            match ready!(this.send.poll_capacity(cx)) {
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Poll::Ready(Err(h2_to_io(error))),
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            }
-        };
-        let n = available.min(buf.len());
-        this.send
-            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-            .map_err(h2_to_io)?;
+        let n = ready!(this.poll_send_capacity(cx, buf.len()))?;
+        this.send_chunk(Bytes::copy_from_slice(&buf[..n]))?;
         Poll::Ready(Ok(n))
     }
 
@@ -133,14 +173,6 @@ impl AsyncWrite for Tunnel {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.write_closed {
-            return Poll::Ready(Ok(()));
-        }
-        this.write_closed = true;
-        // An empty DATA frame with END_STREAM needs no flow-control capacity.
-        this.send.reserve_capacity(0);
-        this.send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
-        Poll::Ready(Ok(()))
+        Poll::Ready(self.get_mut().finish())
     }
 }

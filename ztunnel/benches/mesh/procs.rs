@@ -40,7 +40,11 @@ impl Ztunnel {
             }
         }
         let log = fs::File::create(settings.log).expect("create the ztunnel log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ztunnel"))
+        // MESH_BENCH_ZTUNNEL runs another build (an A/B against a saved
+        // binary of an earlier commit, in one sitting).
+        let binary = std::env::var_os("MESH_BENCH_ZTUNNEL")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_ztunnel").into());
+        let child = Command::new(binary)
             .env("NODE_NAME", settings.node)
             .env("XDS_ADDRESS", &settings.xds)
             .env("XDS_ROOT_CA", settings.root_cert)

@@ -129,7 +129,7 @@ impl Inner {
             };
             let tracked = log.track(&self.connections, Protocol::Hbone, Some(check));
             let result = tracked
-                .pipe(hbone::copy_bidirectional(&mut tunnel, &mut app))
+                .pipe(hbone::copy_tunnel(&mut tunnel, &mut app))
                 .await;
             log.finish(result.map_err(ProxyError::from).as_ref().copied());
         }

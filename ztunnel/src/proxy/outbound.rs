@@ -111,7 +111,12 @@ impl Inner {
         let tracked = log.track(&self.connections, protocol, None);
         let copy = async {
             upstream.write_all(early).await?;
-            let mut transferred = hbone::copy_bidirectional(&mut downstream, &mut upstream).await?;
+            let mut transferred = match &mut upstream {
+                Upstream::Hbone(tunnel) => hbone::copy_tunnel(tunnel, &mut downstream)
+                    .await?
+                    .reversed(),
+                Upstream::Plaintext(tcp) => hbone::copy_bidirectional(&mut downstream, tcp).await?,
+            };
             transferred.a_to_b += early.len() as u64;
             Ok(transferred)
         };
