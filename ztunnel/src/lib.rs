@@ -35,5 +35,6 @@ pub mod connections;
 pub mod metrics;
 pub mod pods;
 pub mod proxy;
-pub mod state;
+/// The mesh state lives in its own crate, shared with the waypoint.
+pub use workload as state;
 pub mod xds;

@@ -1,5 +1,8 @@
-//! What ztunnel knows about the mesh: workloads, services and policies, as
-//! immutable snapshots.
+//! What a proxy knows about the mesh: workloads, services and policies, as
+//! immutable snapshots. Shared by ztunnel (which finds pods, peers and L4
+//! policy in it) and the waypoint (which finds a service by the VIP it is
+//! asked for and picks one of its endpoints). It must never do I/O: it
+//! converts pushed resources and answers lookups, nothing else.
 //!
 //! The xDS handler is the only writer: it converts a response's resources,
 //! builds the next [`State`] from the current one and publishes it. The
@@ -12,9 +15,12 @@
 //!
 //! - `workload`, `service`, `policy`: the domain types, each with `TryFrom`
 //!   the generated protobuf type, strict about what the data path needs.
+//! - `handler`: the delta ADS handler that decodes pushed `Address` and
+//!   `Authorization` resources and applies them to a [`StateStore`].
 //! - this module: the snapshot with its lookups and the pure `apply_*`
 //!   functions that build the next one.
 
+pub mod handler;
 pub mod policy;
 pub mod service;
 pub mod workload;
