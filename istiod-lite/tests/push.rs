@@ -239,3 +239,108 @@ async fn a_burst_of_1000_pod_changes_is_a_handful_of_pushes() {
     assert!(batches <= 5, "{batches} debounced batches");
     running.shutdown().await;
 }
+
+/// `MESH` with a waypoint for namespace `apps`, a route on `web` and a
+/// policy bound to the waypoint.
+const WAYPOINT_MESH: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: apps}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: waypoint, namespace: apps}
+spec: {clusterIP: 10.96.0.2, ports: [{port: 15008}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps}
+spec:
+  parentRefs: [{group: '', kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+    backendRefs: [{name: web, port: 80}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-reads, namespace: apps}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]
+  action: ALLOW
+  rules:
+  - to: [{operation: {methods: [GET]}}]
+";
+
+#[tokio::test]
+async fn waypoint_routes_and_authorizations_are_pushed_and_follow_their_objects() {
+    use proto::{WAYPOINT_AUTHORIZATION_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL};
+    const ROUTES: &str = "web.apps.svc.cluster.local:80";
+    const HOST: &str = "web.apps.svc.cluster.local";
+    let running = Running::start(Duration::from_millis(20), Duration::from_secs(1)).await;
+    let mesh = MESH.replace(
+        "labels: {istio.io/dataplane-mode: ambient}",
+        "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
+    );
+    running.upsert(&format!("{mesh}---{WAYPOINT_MESH}")).await;
+    running.synced().await;
+    let mut routes = subscribe(&running, WAYPOINT_ROUTES_TYPE_URL).await;
+    let mut authorizations = subscribe(&running, WAYPOINT_AUTHORIZATION_TYPE_URL).await;
+
+    let initial = routes.recv().await;
+    assert_eq!(
+        names(&initial).into_keys().collect::<Vec<_>>(),
+        vec![ROUTES]
+    );
+    let body = initial.resources[0].resource.as_ref().unwrap();
+    assert_eq!(body.type_url, WAYPOINT_ROUTES_TYPE_URL);
+    let decoded = proto::waypoint::WaypointRoutes::decode(body.value.as_slice()).unwrap();
+    assert_eq!(decoded.hostname, HOST);
+    assert_eq!(decoded.routes[0].name, "web");
+    let initial = authorizations.recv().await;
+    assert_eq!(names(&initial).into_keys().collect::<Vec<_>>(), vec![HOST]);
+    let first_version = names(&initial)[HOST].clone();
+
+    // A pod is no input of the waypoint's config: nothing is pushed to it.
+    running.upsert(&pod("web-2", "10.244.0.6", "web")).await;
+    assert!(routes.try_recv(Duration::from_millis(300)).await.is_none());
+    assert!(
+        authorizations
+            .try_recv(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+
+    // A policy change: the service's authorization, with a new version.
+    running
+        .upsert(&WAYPOINT_MESH.replace("methods: [GET]", "methods: [GET, HEAD]"))
+        .await;
+    let changed = authorizations.recv().await;
+    let version = names(&changed).get(HOST).cloned();
+    assert!(version.is_some_and(|v| v != first_version), "{changed:?}");
+
+    // The route gone: a removal.
+    running
+        .send(vec![Change::Remove(ObjectKey::new(
+            ObjectKind::HttpRoute,
+            "apps",
+            "web",
+        ))])
+        .await;
+    let removed = routes.recv().await;
+    assert_eq!(removed.removed_resources, vec![ROUTES]);
+
+    // The policy gone: a removal too (no policy reaches the service).
+    running
+        .send(vec![Change::Remove(ObjectKey::new(
+            ObjectKind::AuthorizationPolicy,
+            "apps",
+            "web-reads",
+        ))])
+        .await;
+    let removed = authorizations.recv().await;
+    assert_eq!(removed.removed_resources, vec![HOST]);
+    running.shutdown().await;
+}

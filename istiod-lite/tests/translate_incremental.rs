@@ -70,6 +70,17 @@ fn differences(a: &Translated, b: &Translated) -> BTreeSet<String> {
             names.insert(name.clone());
         }
     }
+    let (wa, wb) = (&a.waypoint, &b.waypoint);
+    for name in wa.routes.keys().chain(wb.routes.keys()) {
+        if wa.routes.get(name) != wb.routes.get(name) {
+            names.insert(format!("routes {name}"));
+        }
+    }
+    for name in wa.authorizations.keys().chain(wb.authorizations.keys()) {
+        if wa.authorizations.get(name) != wb.authorizations.get(name) {
+            names.insert(format!("authorization {name}"));
+        }
+    }
     let a_diags: BTreeSet<_> = a.diagnostics.iter().collect();
     let b_diags: BTreeSet<_> = b.diagnostics.iter().collect();
     names.extend(
@@ -308,6 +319,54 @@ fn waypoint_added_updates_the_workloads_and_services_using_it() {
             vec![legacy_service],
         ),
     ]);
+}
+
+#[test]
+fn waypoint_resources_follow_routes_policies_and_the_waypoint_itself() {
+    const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: reviews\n  namespace: shop\nspec:\n  parentRefs:\n  - group: \"\"\n    kind: Service\n    name: reviews\n    port: 9080\n  rules:\n  - backendRefs:\n    - name: ratings\n      port: 8080\n";
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reviews-1\n  namespace: shop\n  labels:\n    app: reviews\nspec:\n  serviceAccountName: reviews\n  nodeName: node-a\nstatus:\n  podIP: 10.1.0.5\n  phase: Running\n";
+    const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: waypoint\n  namespace: shop\nspec:\n  gatewayClassName: istio-waypoint\n";
+    let path = format!(
+        "{}/tests/fixtures/waypoint_authorization.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut index = Index::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = translate_all(&index, &MeshConfig::default());
+    let reviews = "reviews.shop.svc.cluster.local";
+    assert!(out.waypoint.authorizations.contains_key(reviews));
+
+    let changed = check(&mut index, &mut out, vec![Change::Upsert(ROUTE)]);
+    assert!(
+        changed.contains(&format!("routes {reviews}:9080")),
+        "{changed:?}"
+    );
+
+    // Without its Gateway no service has a waypoint, so no policy reaches one.
+    let changed = check(
+        &mut index,
+        &mut out,
+        vec![Change::Remove(ObjectKind::Gateway, "shop", "waypoint")],
+    );
+    assert!(
+        changed.contains(&format!("authorization {reviews}")),
+        "{changed:?}"
+    );
+    assert!(out.waypoint.authorizations.is_empty());
+    let changed = check(&mut index, &mut out, vec![Change::Upsert(GATEWAY)]);
+    assert!(
+        changed.contains(&format!("authorization {reviews}")),
+        "{changed:?}"
+    );
+
+    // A pod is no input of the waypoint sets: they are not re-translated.
+    for object in parse_documents(POD) {
+        index.upsert(object.unwrap());
+    }
+    let changes = index.take_changes();
+    let delta = translate_affected(&index, &MeshConfig::default(), &changes);
+    assert!(delta.waypoint.is_none());
+    out.apply(&delta);
+    assert_eq!(out, translate_all(&index, &MeshConfig::default()));
 }
 
 /// A namespace of 500 pods, ten per `app` label, and one policy.

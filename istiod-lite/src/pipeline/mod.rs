@@ -311,10 +311,9 @@ impl Pipeline {
                     addresses = full.addresses.len(),
                     authorizations = full.authorizations.len(),
                     diagnostics = full.diagnostics.len(),
-                    revision = outcome
-                        .addresses
-                        .revision
-                        .max(outcome.authorizations.revision),
+                    waypoint_routes = full.waypoint.routes.len(),
+                    waypoint_authorizations = full.waypoint.authorizations.len(),
+                    revision = outcome.revision(),
                     "pushed the full config"
                 );
                 PipelineStats::add(&self.stats.config_pushes, u64::from(outcome.changed()));
@@ -351,6 +350,10 @@ impl Pipeline {
                     addresses.removed = outcome.addresses.removed,
                     authorizations.upserted = outcome.authorizations.upserted,
                     authorizations.removed = outcome.authorizations.removed,
+                    waypoint_routes.upserted = outcome.waypoint_routes.upserted,
+                    waypoint_routes.removed = outcome.waypoint_routes.removed,
+                    waypoint_authorizations.upserted = outcome.waypoint_authorizations.upserted,
+                    waypoint_authorizations.removed = outcome.waypoint_authorizations.removed,
                     "pushed changes"
                 );
                 PipelineStats::add(&self.stats.config_pushes, u64::from(outcome.changed()));

@@ -4,37 +4,90 @@
 //! Authorizations go in before addresses. A client applies each type as it
 //! arrives, so when a new workload and the policy that guards it change in
 //! one batch, the policy is in force before the workload is reachable,
-//! never after.
+//! never after. For the same reason the waypoint's authorizations go in
+//! before its routes, and both before addresses (a service that starts
+//! using a waypoint must find the waypoint's policies there first).
+//!
+//! The waypoint sets always arrive whole (see `translate`); pushing them
+//! as a full state makes the store keep the version of every unchanged
+//! resource, so clients receive only what differs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 use prost_types::Any;
-use proto::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL};
+use proto::{
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
+    WAYPOINT_ROUTES_TYPE_URL,
+};
 use xds::{ApplyOutcome, ResourceStore, StoreError};
 
-use crate::translate::{Delta, ResourceDelta, Translated};
+use crate::translate::{Delta, ResourceDelta, Translated, WaypointTranslated};
 
 /// What one push changed in the store, per type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct PushOutcome {
     pub(super) addresses: ApplyOutcome,
     pub(super) authorizations: ApplyOutcome,
+    pub(super) waypoint_routes: ApplyOutcome,
+    pub(super) waypoint_authorizations: ApplyOutcome,
 }
 
 impl PushOutcome {
     pub(super) fn changed(&self) -> bool {
-        self.addresses.changed() || self.authorizations.changed()
+        self.addresses.changed()
+            || self.authorizations.changed()
+            || self.waypoint_routes.changed()
+            || self.waypoint_authorizations.changed()
     }
+
+    /// The store's revision after the push.
+    pub(super) fn revision(&self) -> u64 {
+        [
+            self.addresses.revision,
+            self.authorizations.revision,
+            self.waypoint_routes.revision,
+            self.waypoint_authorizations.revision,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
+    }
+}
+
+/// The waypoint sets as full states, when they were translated.
+fn push_waypoint(
+    store: &ResourceStore,
+    waypoint: Option<&WaypointTranslated>,
+) -> Result<(ApplyOutcome, ApplyOutcome), StoreError> {
+    let Some(waypoint) = waypoint else {
+        let unchanged = ApplyOutcome {
+            revision: store.revision(),
+            ..ApplyOutcome::default()
+        };
+        return Ok((unchanged, unchanged));
+    };
+    let authorizations = full_delta(
+        store,
+        WAYPOINT_AUTHORIZATION_TYPE_URL,
+        &waypoint.authorizations,
+    );
+    let routes = full_delta(store, WAYPOINT_ROUTES_TYPE_URL, &waypoint.routes);
+    let authorizations = apply(store, WAYPOINT_AUTHORIZATION_TYPE_URL, &authorizations)?;
+    let routes = apply(store, WAYPOINT_ROUTES_TYPE_URL, &routes)?;
+    Ok((routes, authorizations))
 }
 
 /// Pushes an incremental result.
 pub(super) fn push_delta(store: &ResourceStore, delta: &Delta) -> Result<PushOutcome, StoreError> {
     let authorizations = apply(store, AUTHORIZATION_TYPE_URL, &delta.authorizations)?;
+    let (waypoint_routes, waypoint_authorizations) = push_waypoint(store, delta.waypoint.as_ref())?;
     let addresses = apply(store, ADDRESS_TYPE_URL, &delta.addresses)?;
     Ok(PushOutcome {
         addresses,
         authorizations,
+        waypoint_routes,
+        waypoint_authorizations,
     })
 }
 
@@ -49,10 +102,13 @@ pub(super) fn push_full(
     let authorizations = full_delta(store, AUTHORIZATION_TYPE_URL, &full.authorizations);
     let addresses = full_delta(store, ADDRESS_TYPE_URL, &full.addresses);
     let authorizations = apply(store, AUTHORIZATION_TYPE_URL, &authorizations)?;
+    let (waypoint_routes, waypoint_authorizations) = push_waypoint(store, Some(&full.waypoint))?;
     let addresses = apply(store, ADDRESS_TYPE_URL, &addresses)?;
     Ok(PushOutcome {
         addresses,
         authorizations,
+        waypoint_routes,
+        waypoint_authorizations,
     })
 }
 

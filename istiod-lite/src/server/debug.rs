@@ -12,7 +12,10 @@ use std::net::IpAddr;
 use prost::Message;
 use proto::security::Authorization;
 use proto::workload::{Address, NetworkAddress, address};
-use proto::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL};
+use proto::{
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
+    WAYPOINT_ROUTES_TYPE_URL,
+};
 use serde_json::{Value, json};
 use xds::ResourceStore;
 
@@ -62,6 +65,7 @@ pub(super) fn diagnostics(status: &PipelineStatus) -> Value {
                     ResourceType::Address => ADDRESS_TYPE_URL,
                     ResourceType::Authorization => AUTHORIZATION_TYPE_URL,
                     ResourceType::WaypointRoutes => WAYPOINT_ROUTES_TYPE_URL,
+                    ResourceType::WaypointAuthorization => WAYPOINT_AUTHORIZATION_TYPE_URL,
                 },
                 "resource": d.resource,
                 "object": d.object.to_string(),

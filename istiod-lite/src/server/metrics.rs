@@ -16,7 +16,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use proto::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL};
+use proto::{
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
+    WAYPOINT_ROUTES_TYPE_URL,
+};
 use xds::{PUSH_LATENCY_BUCKETS, ResourceStore, ServerStats};
 
 use crate::ca::CaStats;
@@ -117,7 +120,12 @@ impl Collector for Counters {
             None,
             MetricType::Gauge,
         )?;
-        for type_url in [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL] {
+        for type_url in [
+            ADDRESS_TYPE_URL,
+            AUTHORIZATION_TYPE_URL,
+            WAYPOINT_ROUTES_TYPE_URL,
+            WAYPOINT_AUTHORIZATION_TYPE_URL,
+        ] {
             let count = self.store.versions(type_url).len();
             let labels = [("type", type_url)];
             let family = metric.encode_family(&labels)?;

@@ -11,13 +11,15 @@
 //! | Gateway             | users of it as a waypoint; its service; its own pods         |
 //! | AuthorizationPolicy | itself; pods its old or new `selector` selects (1)           |
 //! | PeerAuthentication  | the static STRICT policy; pods its old or new selector selects (2) |
-//! | HTTPRoute           | nothing yet (waypoint config is not translated here)         |
+//! | HTTPRoute           | none of these (3)                                            |
 //! | any kind, unchanged since the last translation (relist, re-read file) | nothing |
 //!
 //! (1) In its namespace, or in every namespace from the root namespace; no
 //! pod at all for a policy without a selector (namespace or mesh scope).
 //! (2) Without a selector: every pod of its namespace, or of the mesh from
 //! the root namespace.
+//! (3) The waypoint's resource sets are not targets: they are re-translated
+//! whole when any of their input kinds changes (`WAYPOINT_INPUTS`).
 //!
 //! Why policies reach pods at all: a workload's `authorization_policies`
 //! names the selector-based policies that select it, and the static STRICT

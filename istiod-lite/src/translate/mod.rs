@@ -26,6 +26,14 @@
 //!   `Authorization`, with the fail-closed handling of L7 attributes.
 //! - `waypoint_routes`: `HTTPRoute`s with a Service parent (GAMMA) to the
 //!   waypoint's `WaypointRoutes`, one per service port.
+//! - `waypoint_authz`: `AuthorizationPolicy`s with `targetRefs` to the
+//!   waypoint's `WaypointAuthorization`, one per service.
+//!
+//! The two waypoint resource sets are not translated per target: they are
+//! re-translated whole whenever a kind they read changes ([`WAYPOINT_INPUTS`];
+//! pods are not among them, so the frequent changes never pay for it), and
+//! the store diffs them by content, so clients still receive only what
+//! differs.
 //! - `affected`: which resources a set of changed objects touches.
 
 mod affected;
@@ -33,6 +41,7 @@ mod authorization;
 mod index;
 mod service;
 mod waypoint;
+mod waypoint_authz;
 mod waypoint_routes;
 mod workload;
 
@@ -40,13 +49,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use proto::security::Authorization;
+use proto::waypoint::{WaypointAuthorization, WaypointRoutes};
 use proto::workload::Address;
 
-use crate::model::ObjectKey;
+use crate::model::{ObjectKey, ObjectKind};
 
 pub use self::affected::{Target, affected};
 pub use self::authorization::STATIC_STRICT_POLICY_NAME;
 pub use self::index::{Changes, Index};
+pub use self::waypoint_authz::{
+    WaypointAuthorizationsTranslated, translate_waypoint_authorizations,
+};
 pub use self::waypoint_routes::{
     DEFAULT_RETRY_ATTEMPTS, WaypointRoutesTranslated, translate_waypoint_routes,
 };
@@ -74,7 +87,19 @@ pub enum ResourceType {
     Authorization,
     /// `mesh.waypoint.v1.WaypointRoutes`: `<hostname>:<port>`.
     WaypointRoutes,
+    /// `mesh.waypoint.v1.WaypointAuthorization`: `<hostname>` (diagnostics
+    /// name the policy, `<ns>/<name>`).
+    WaypointAuthorization,
 }
+
+/// The kinds the waypoint resources are translated from.
+pub const WAYPOINT_INPUTS: [ObjectKind; 5] = [
+    ObjectKind::HttpRoute,
+    ObjectKind::AuthorizationPolicy,
+    ObjectKind::Service,
+    ObjectKind::Gateway,
+    ObjectKind::Namespace,
+];
 
 /// How much a diagnostic matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,7 +129,17 @@ pub struct Diagnostic {
 pub struct Translated {
     pub addresses: BTreeMap<String, Address>,
     pub authorizations: BTreeMap<String, Authorization>,
+    pub waypoint: WaypointTranslated,
     /// Sorted, so two translations of the same input compare equal.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The waypoint's resource sets, always translated whole.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WaypointTranslated {
+    pub routes: BTreeMap<String, WaypointRoutes>,
+    pub authorizations: BTreeMap<String, WaypointAuthorization>,
+    /// Sorted; every diagnostic of the two waypoint resource types.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -125,6 +160,9 @@ pub struct Delta {
     /// The fresh diagnostics of every re-translated resource (upserted or
     /// removed); they replace that resource's previous diagnostics.
     pub diagnostics: Vec<Diagnostic>,
+    /// The whole waypoint state, when a kind it reads changed; it replaces
+    /// the previous one, diagnostics included.
+    pub waypoint: Option<WaypointTranslated>,
 }
 
 /// One translated resource: its name, the resource (if the source yields
@@ -141,8 +179,25 @@ pub fn translate_all(index: &Index, config: &MeshConfig) -> Translated {
     for target in affected::all_targets(index) {
         out.record(translate_target(index, config, &target));
     }
+    out.waypoint = translate_waypoint(index, config);
+    out.diagnostics
+        .extend(out.waypoint.diagnostics.iter().cloned());
     out.diagnostics.sort();
     out
+}
+
+/// Both waypoint resource sets of `index`.
+pub fn translate_waypoint(index: &Index, config: &MeshConfig) -> WaypointTranslated {
+    let routes = translate_waypoint_routes(index, config);
+    let authorizations = translate_waypoint_authorizations(index, config);
+    let mut diagnostics = routes.diagnostics;
+    diagnostics.extend(authorizations.diagnostics);
+    diagnostics.sort();
+    WaypointTranslated {
+        routes: routes.routes,
+        authorizations: authorizations.policies,
+        diagnostics,
+    }
 }
 
 /// Re-translates the resources that `changes` (from [`Index::take_changes`];
@@ -174,6 +229,12 @@ pub fn translate_affected(index: &Index, config: &MeshConfig, changes: &Changes)
                 }
             }
         }
+    }
+    if changes
+        .keys()
+        .any(|key| WAYPOINT_INPUTS.contains(&key.kind))
+    {
+        delta.waypoint = Some(translate_waypoint(index, config));
     }
     delta.diagnostics.sort();
     delta
@@ -264,12 +325,23 @@ impl Translated {
                 delta.authorizations.upserts.contains_key(name)
                     || delta.authorizations.removals.contains(name)
             }
-            // Not translated incrementally (yet): never in a delta.
-            ResourceType::WaypointRoutes => false,
+            // Replaced whole, below.
+            ResourceType::WaypointRoutes | ResourceType::WaypointAuthorization => false,
         };
         self.diagnostics
             .retain(|d| !touched(d.resource_type, &d.resource));
         self.diagnostics.extend(delta.diagnostics.iter().cloned());
+        if let Some(waypoint) = &delta.waypoint {
+            self.diagnostics.retain(|d| {
+                !matches!(
+                    d.resource_type,
+                    ResourceType::WaypointRoutes | ResourceType::WaypointAuthorization
+                )
+            });
+            self.diagnostics
+                .extend(waypoint.diagnostics.iter().cloned());
+            self.waypoint = waypoint.clone();
+        }
         self.diagnostics.sort();
         for name in &delta.addresses.removals {
             self.addresses.remove(name);

@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proto::workload::{self as wl, IpFamilies, NetworkAddress};
 
-use super::waypoint::{self, MANAGED_GATEWAY_LABEL, MANAGED_GATEWAY_MESH_CONTROLLER, TrafficType};
+use super::waypoint::{
+    self, MANAGED_GATEWAY_LABEL, MANAGED_GATEWAY_MESH_CONTROLLER, TrafficType, WaypointRef,
+};
 use super::{Index, MeshConfig, Output, Severity, address_diagnostic};
 use crate::model::{ObjectKey, ObjectKind, WAYPOINT_GATEWAY_CLASS};
 
@@ -79,30 +81,16 @@ pub(crate) fn translate_service(
         _ => IpFamilies::Automatic,
     };
 
-    let is_waypoint_service = svc
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|labels| labels.get(MANAGED_GATEWAY_LABEL))
-        .is_some_and(|value| value == MANAGED_GATEWAY_MESH_CONTROLLER)
-        || index
-            .gateway(namespace, name)
-            .is_some_and(|gw| gw.spec.gateway_class_name == WAYPOINT_GATEWAY_CLASS);
     let mut waypoint = None;
-    // A waypoint's own service never goes through a waypoint.
-    if !is_waypoint_service
-        && let Some(reference) =
-            waypoint::waypoint_reference(&svc.metadata, index.namespace(namespace))
-    {
-        match waypoint::resolve(index, &reference, TrafficType::Service) {
-            Ok(address) => waypoint = Some(address),
-            Err((severity, reason)) => diagnostics.push(address_diagnostic(
-                &resource,
-                severity,
-                key.clone(),
-                format!("{reason}; the service is left without a waypoint"),
-            )),
-        }
+    match service_waypoint(index, svc, namespace, name) {
+        None => {}
+        Some(Ok((_, address))) => waypoint = Some(address),
+        Some(Err((severity, reason))) => diagnostics.push(address_diagnostic(
+            &resource,
+            severity,
+            key.clone(),
+            format!("{reason}; the service is left without a waypoint"),
+        )),
     }
 
     let service = wl::Service {
@@ -122,6 +110,35 @@ pub(crate) fn translate_service(
         }),
         diagnostics,
     }
+}
+
+/// The waypoint service traffic to `svc` goes through: `None` when its
+/// labels (and its namespace's) ask for none, or when it is a waypoint's
+/// own Service (which never goes through a waypoint); an error when the
+/// labels name a waypoint that cannot be used.
+pub(crate) fn service_waypoint(
+    index: &Index,
+    svc: &Service,
+    namespace: &str,
+    name: &str,
+) -> Option<Result<(WaypointRef, wl::GatewayAddress), (Severity, String)>> {
+    let is_waypoint_service = svc
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(MANAGED_GATEWAY_LABEL))
+        .is_some_and(|value| value == MANAGED_GATEWAY_MESH_CONTROLLER)
+        || index
+            .gateway(namespace, name)
+            .is_some_and(|gw| gw.spec.gateway_class_name == WAYPOINT_GATEWAY_CLASS);
+    if is_waypoint_service {
+        return None;
+    }
+    let reference = waypoint::waypoint_reference(&svc.metadata, index.namespace(namespace))?;
+    Some(
+        waypoint::resolve(index, &reference, TrafficType::Service)
+            .map(|address| (reference, address)),
+    )
 }
 
 /// The cluster IPs of a service, without `None` (headless) and duplicates.

@@ -571,3 +571,15 @@ fn gateway_api_durations() {
         assert!(error.0.starts_with("timeouts.request"), "{text}: {error}");
     }
 }
+
+#[test]
+fn every_fixture_resource_is_accepted_by_the_waypoint() {
+    // The waypoint's own conversion is the contract: what we send, it takes.
+    let out = translate(FIXTURE);
+    assert!(!out.routes.is_empty());
+    for (name, resource) in &out.routes {
+        if let Err(error) = waypoint::route::RouteTable::try_from(resource.clone()) {
+            panic!("the waypoint rejects {name}: {error}");
+        }
+    }
+}
