@@ -15,6 +15,7 @@
 //! - [`plan`]: pure: namespace names, addresses, VIPs, `/etc/hosts`.
 //! - [`objects`]: pure: the Kubernetes YAML of istiod-lite's config dir.
 //! - [`summary`]: pure: what `up` prints at the end.
+//! - [`waypoint`]: pure: a waypoint's pod, Service and Gateway.
 //! - [`state`]: what a mesh made, on disk, and which mesh a command means.
 //! - [`up`], [`down`]: the two lifecycles.
 //! - [`network`], [`process`], [`probe`], [`binaries`]: the machine.
@@ -32,6 +33,7 @@ pub mod state;
 pub mod summary;
 pub mod topology;
 pub mod up;
+pub mod waypoint;
 
 use std::path::Path;
 use std::process::Command;

@@ -17,9 +17,9 @@ use super::topology::{Namespace, Topology, resource_namespace};
 /// control plane's).
 const FIRST_NODE_HOST: u32 = 11;
 /// Pods take addresses from here on (`.1` is the node's bridge).
-const FIRST_POD_HOST: u32 = 10;
+pub(super) const FIRST_POD_HOST: u32 = 10;
 /// Service VIPs from here on.
-const FIRST_SERVICE_HOST: u32 = 10;
+pub(super) const FIRST_SERVICE_HOST: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -28,6 +28,10 @@ pub struct Plan {
     /// The network namespace of the node network, where istiod-lite runs.
     pub cluster_netns: String,
     pub node_network: Cidr,
+    /// Where Service VIPs come from (`network.services`). States saved
+    /// before this field existed get the topology default.
+    #[serde(default = "super::topology::default_service_network")]
+    pub service_network: Cidr,
     pub control_plane_ip: Ipv4Addr,
     pub nodes: Vec<NodePlan>,
     pub namespaces: Vec<Namespace>,
@@ -151,6 +155,7 @@ impl Plan {
             trust_domain: topology.trust_domain.clone(),
             cluster_netns: format!("{name}-net"),
             node_network: net,
+            service_network: topology.network.services,
             control_plane_ip,
             nodes,
             namespaces: topology.all_namespaces(),

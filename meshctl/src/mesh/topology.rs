@@ -133,7 +133,7 @@ fn default_node_network() -> Cidr {
     Cidr::new(Ipv4Addr::new(172, 31, 0, 0), 24)
 }
 
-fn default_service_network() -> Cidr {
+pub(super) fn default_service_network() -> Cidr {
     Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 16)
 }
 
