@@ -21,11 +21,28 @@
 //!   service, built with `TryFrom` from the pushed `WaypointAuthorization`
 //!   resource; [`authz::evaluate`] decides a request with Istio's
 //!   precedence (DENY, then ALLOW; AUDIT and dry-run only reported).
+//! - `snapshot`: routes and policies as one immutable [`snapshot::WaypointConfig`]
+//!   the data path reads; the pure `apply_*` functions that build the next.
+//! - `xds`: the handler of the delta ADS stream: `Address` into the shared
+//!   `workload` state, the two waypoint types into the snapshot, NACKs for
+//!   what does not convert.
+//! - `proxy`: the data path: HBONE in, HTTP/1.1 and HTTP/2 (or TCP
+//!   passthrough) on each tunnel, the request phases, upstream connections
+//!   through HBONE to each endpoint's ztunnel, one access-log event per
+//!   request.
+//! - `config`: flags and environment, with Istio's variable names.
+//! - `app`: the composition root and the drain protocol; `main.rs` adds
+//!   only the runtime, logging and signals.
 
+pub mod app;
 pub mod authz;
+pub mod config;
 pub mod filter;
 pub mod located;
+pub mod proxy;
 pub mod route;
+pub mod snapshot;
+pub mod xds;
 
 #[cfg(test)]
 mod testing;

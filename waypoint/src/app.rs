@@ -1,0 +1,282 @@
+//! The composition root: builds every part of the waypoint from its
+//! settings, starts them, and runs the shutdown protocol.
+//!
+//! ```text
+//!  XDS_ADDRESS ── DeltaClient ──▶ WaypointHandler ──┬─▶ StateStore (services, endpoints)
+//!                                                   └─▶ ConfigStore (routes, L7 policies)
+//!  CA_ADDRESS  ── GrpcCaClient ──▶ CertManager (the waypoint's own certificate)
+//!  15008 HBONE ──▶ Proxy (reads the two snapshots) ──▶ HBONE / TCP to endpoints
+//!  15021 readiness: synced with the control plane and holding a certificate
+//! ```
+//!
+//! # Shutdown (drain)
+//!
+//! [`App::drain`]: readiness turns 503; the listener stops accepting; each
+//! HBONE connection gets a GOAWAY and each HTTP connection a graceful
+//! shutdown, so requests in flight finish; at the deadline whatever is
+//! still open is dropped with the runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use identity::manager::CertState;
+use identity::{CertManager, CertManagerConfig, Identity};
+use proto::core::Node;
+use telemetry::http::{self, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use workload::StateStore;
+use xds::{
+    CaClientConfig, ChannelConfig, ChannelError, ClientConfig, ClientStatus, ControlPlaneService,
+    DeltaClient, GrpcCaClient, TokenSource,
+};
+
+use crate::config::{Args, ConfigError};
+use crate::proxy::{Proxy, ProxyParts};
+use crate::snapshot::ConfigStore;
+use crate::xds::WaypointHandler;
+
+/// Why the waypoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Channel(#[from] ChannelError),
+    #[error("cannot listen on {addr} for {what}: {source}: is another waypoint running?")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running waypoint.
+#[derive(Debug)]
+pub struct App {
+    /// Turns true on drain.
+    drain: watch::Sender<bool>,
+    draining: Arc<AtomicBool>,
+    proxy: Proxy,
+    mesh: Arc<StateStore>,
+    config: Arc<ConfigStore>,
+    identity: Identity,
+    xds_status: watch::Receiver<ClientStatus>,
+    hbone_addr: SocketAddr,
+    readiness_addr: SocketAddr,
+    drain_deadline: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+// === impl App ===
+
+impl App {
+    /// Validates `args`, binds the listeners and starts everything; the
+    /// first control-plane connection happens on the spawned client task.
+    pub async fn start(args: &Args) -> Result<App, AppError> {
+        args.validate()?;
+        let identity = args.identity()?;
+        let mesh = Arc::new(StateStore::new());
+        let config = Arc::new(ConfigStore::new());
+
+        let token = TokenSource::file(&args.auth_token);
+        let mut ca_channel = ChannelConfig::new(
+            ControlPlaneService::Ca,
+            args.ca_address(),
+            args.ca_root_ca(),
+        );
+        ca_channel.server_name = args.alt_ca_hostname.clone();
+        let ca_config = CaClientConfig::new(ca_channel, token.clone());
+        let certs = CertManager::new(GrpcCaClient::new(ca_config)?, CertManagerConfig::default());
+        // Fetch at once and keep rotating: the first tunnel should not wait.
+        certs.prefetch(&identity);
+
+        let mut xds_channel = ChannelConfig::new(
+            ControlPlaneService::Xds,
+            &args.xds_address,
+            &args.xds_root_ca,
+        );
+        xds_channel.server_name = args.alt_xds_hostname.clone();
+        let node = Node {
+            id: args.node_id(),
+            cluster: args.cluster_id.clone(),
+            ..Node::default()
+        };
+        let mut client_config = ClientConfig::new(node, WaypointHandler::type_urls());
+        client_config.token = token;
+        let handler = Arc::new(WaypointHandler::new(mesh.clone(), config.clone()));
+        let client = DeltaClient::new(xds_channel.connect_lazy()?, client_config, handler);
+        let xds_status = client.status();
+
+        let (drain, _) = watch::channel(false);
+        let proxy = Proxy::new(ProxyParts {
+            mesh: mesh.clone(),
+            config: config.clone(),
+            certs: Arc::new(certs.clone()),
+            identity: identity.clone(),
+            network: args.network.as_str().into(),
+            hbone: hbone::Pool::new(hbone::PoolConfig::default()),
+            drain: drain.subscribe(),
+        });
+
+        let hbone_listener = listen("HBONE", args.hbone_addr).await?;
+        let readiness_listener = listen("readiness", args.readiness_addr).await?;
+        let hbone_addr = hbone_listener.local_addr().unwrap_or(args.hbone_addr);
+        let readiness_addr = readiness_listener
+            .local_addr()
+            .unwrap_or(args.readiness_addr);
+
+        let mut tasks = Vec::new();
+        let draining = Arc::new(AtomicBool::new(false));
+        let readiness = Readiness {
+            draining: draining.clone(),
+            xds_status: xds_status.clone(),
+            xds_address: args.xds_address.as_str().into(),
+            certs,
+            identity: identity.clone(),
+        };
+        // Readiness answers 503 while draining; it stops with the app.
+        tasks.push(tokio::spawn(http::serve(
+            readiness_listener,
+            move |request| readiness.handle(request),
+            std::future::pending::<()>(),
+        )));
+        tasks.push(tokio::spawn(client.run()));
+        let serving = proxy.clone();
+        tasks.push(tokio::spawn(async move {
+            serving.serve(hbone_listener).await;
+        }));
+        info!(
+            identity = %identity,
+            xds = %args.xds_address,
+            hbone = %hbone_addr,
+            "waypoint started"
+        );
+        Ok(App {
+            drain,
+            draining,
+            proxy,
+            mesh,
+            config,
+            identity,
+            xds_status,
+            hbone_addr,
+            readiness_addr,
+            drain_deadline: args.drain_deadline(),
+            tasks,
+        })
+    }
+
+    pub fn hbone_addr(&self) -> SocketAddr {
+        self.hbone_addr
+    }
+
+    pub fn readiness_addr(&self) -> SocketAddr {
+        self.readiness_addr
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Services and endpoints, as pushed.
+    pub fn mesh(&self) -> &Arc<StateStore> {
+        &self.mesh
+    }
+
+    /// Routes and L7 policies, as pushed. Tests (and only tests) also
+    /// write it directly, for config the control plane does not push yet.
+    pub fn config(&self) -> &Arc<ConfigStore> {
+        &self.config
+    }
+
+    pub fn xds_status(&self) -> watch::Receiver<ClientStatus> {
+        self.xds_status.clone()
+    }
+
+    /// The shutdown protocol (see the module doc). Returns when every
+    /// tunnel has ended, or at the deadline.
+    pub async fn drain(mut self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.drain.send_replace(true);
+        let open = self.proxy.open_tunnels();
+        info!(open, deadline = ?self.drain_deadline, "draining");
+        if tokio::time::timeout(self.drain_deadline, self.proxy.idle())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.proxy.open_tunnels(),
+                "drain deadline passed; closing the tunnels still open"
+            );
+        }
+        for task in std::mem::take(&mut self.tasks) {
+            task.abort();
+        }
+        info!("waypoint stopped");
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// `/healthz/ready`: ready once the control plane's config arrived and the
+/// waypoint holds a certificate; not while draining.
+struct Readiness {
+    draining: Arc<AtomicBool>,
+    xds_status: watch::Receiver<ClientStatus>,
+    xds_address: Arc<str>,
+    certs: CertManager<GrpcCaClient>,
+    identity: Identity,
+}
+
+impl Readiness {
+    fn handle(&self, request: &http::Request<()>) -> http::Response<String> {
+        if request.uri().path() != "/healthz/ready" {
+            return http::text(StatusCode::NOT_FOUND, "readiness is at /healthz/ready\n");
+        }
+        match self.readiness() {
+            Ok(()) => http::text(StatusCode::OK, "ready\n"),
+            Err(reason) => http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            ),
+        }
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("draining".into());
+        }
+        if !self.xds_status.borrow().synced {
+            return Err(format!(
+                "no configuration received from the control plane at {} yet",
+                self.xds_address
+            ));
+        }
+        let holds_cert = self.certs.status().iter().any(|c| {
+            c.identity == self.identity
+                && c.cert.is_some()
+                && matches!(c.state, CertState::Available | CertState::Failed { .. })
+        });
+        if !holds_cert {
+            return Err(format!("no certificate for {} yet", self.identity));
+        }
+        Ok(())
+    }
+}
+
+async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { what, addr, source })
+}

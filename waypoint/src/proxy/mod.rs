@@ -1,0 +1,157 @@
+//! The waypoint's data path: HBONE in, HTTP (or TCP) through, HBONE out.
+//!
+//! # Life of a tunnel (`inbound`)
+//!
+//! 1. TLS with the waypoint's current certificate; the client's identity
+//!    comes from its certificate.
+//! 2. `CONNECT` to `<vip>:<port>`: the service holding that VIP must be
+//!    known and expose the port, else 400.
+//! 3. 200, then the first bytes decide: HTTP/1 or HTTP/2 are served by
+//!    hyper on the tunnel, one request at a time or multiplexed; anything
+//!    else is passed through as TCP to an endpoint of the service.
+//!
+//! # Life of a request (`request`)
+//!
+//! 1. L7 authorization of the request as the client sent it (403);
+//! 2. the route table of the service port: matched rule, or 404 when routes
+//!    are attached and none matches, or the service itself without routes;
+//! 3. the rule's filters (headers, redirect, rewrite), then a weighted
+//!    backend and its filters (500 for an invalid backend);
+//! 4. an endpoint of the backend, round robin over healthy ones (503 when
+//!    none);
+//! 5. one upstream attempt (`upstream`) on a reused connection (503 when
+//!    it fails); the response streams back, with response header filters.
+//!
+//! Each request ends with one access-log event (`access_log`).
+
+mod access_log;
+mod inbound;
+mod request;
+mod sniff;
+mod upstream;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use identity::{CaClient, CertManager, CertManagerError, Identity, WorkloadCert};
+use tokio::sync::watch;
+use workload::StateStore;
+
+use crate::snapshot::ConfigStore;
+
+pub use inbound::TlsCache;
+
+/// The future a [`CertSource`] returns.
+pub type CertFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Arc<WorkloadCert>, CertManagerError>> + Send + 'a>>;
+
+/// Where the waypoint gets its current certificate; cheap when cached, as
+/// [`CertManager::fetch`] is.
+pub trait CertSource: Send + Sync + fmt::Debug + 'static {
+    fn fetch<'a>(&'a self, identity: &'a Identity) -> CertFuture<'a>;
+}
+
+impl<C: CaClient> CertSource for CertManager<C> {
+    fn fetch<'a>(&'a self, identity: &'a Identity) -> CertFuture<'a> {
+        Box::pin(CertManager::fetch(self, identity))
+    }
+}
+
+/// What the data path is built from.
+#[derive(Debug)]
+pub struct ProxyParts {
+    /// Services, endpoints and identities (from `istio.workload.Address`).
+    pub mesh: Arc<StateStore>,
+    /// Routes and L7 policies.
+    pub config: Arc<ConfigStore>,
+    pub certs: Arc<dyn CertSource>,
+    /// The waypoint's own identity, presented both ways.
+    pub identity: Identity,
+    /// The network whose VIPs the waypoint serves (Istio's `NETWORK`).
+    pub network: Arc<str>,
+    /// Tunnels to endpoints' ztunnels.
+    pub hbone: hbone::Pool,
+    /// Turns true on drain: stop accepting, shut HTTP connections down
+    /// gracefully.
+    pub drain: watch::Receiver<bool>,
+}
+
+/// The data path, shared by every tunnel and request.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    mesh: Arc<StateStore>,
+    config: Arc<ConfigStore>,
+    certs: Arc<dyn CertSource>,
+    identity: Identity,
+    network: Arc<str>,
+    upstreams: upstream::Upstreams,
+    tls: TlsCache,
+    /// Counts open tunnels; drain waits for it to reach zero.
+    open: watch::Sender<usize>,
+    drain: watch::Receiver<bool>,
+}
+
+/// Held by each open tunnel; dropping it lets drain see the tunnel gone.
+#[derive(Debug)]
+struct Open(Arc<Inner>);
+
+// === impl Proxy ===
+
+impl Proxy {
+    pub fn new(parts: ProxyParts) -> Self {
+        Proxy {
+            inner: Arc::new(Inner {
+                mesh: parts.mesh,
+                config: parts.config,
+                certs: parts.certs,
+                identity: parts.identity,
+                network: parts.network,
+                upstreams: upstream::Upstreams::new(parts.hbone),
+                tls: TlsCache::default(),
+                open: watch::channel(0).0,
+                drain: parts.drain,
+            }),
+        }
+    }
+
+    /// Tunnels open right now.
+    pub fn open_tunnels(&self) -> usize {
+        *self.inner.open.borrow()
+    }
+
+    /// Resolves once no tunnel is open.
+    pub async fn idle(&self) {
+        let mut open = self.inner.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.drain.clone()
+    }
+}
+
+// === impl Open ===
+
+impl Open {
+    fn new(inner: Arc<Inner>) -> Self {
+        inner.open.send_modify(|n| *n += 1);
+        Open(inner)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

@@ -1,0 +1,370 @@
+//! One HTTP request through the waypoint, phase by phase (see the module
+//! doc of `proxy`). Every decision is a pure function of the config
+//! snapshot and the request (`route`, `filter`, `authz`); this module
+//! strings them together and answers when one says no.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HOST, LOCATION};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use identity::Identity;
+use tracing::{debug, info};
+use workload::{Service, State};
+
+use super::Inner;
+use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
+use crate::authz::{self, L7Request, Verdict};
+use crate::filter;
+use crate::route::{
+    Backend, Filter, HeaderModifier, RequestHead, Rule, Selection, ServiceKey, choose_backend,
+};
+use crate::snapshot::WaypointConfig;
+
+/// The tunnel a request came on.
+#[derive(Debug)]
+pub(crate) struct Downstream {
+    /// Proven by the client certificate of the HBONE connection.
+    pub(crate) peer_identity: Identity,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) src_workload: Option<Arc<str>>,
+    /// The service whose VIP the tunnel named, and the port.
+    pub(crate) service: Arc<Service>,
+    pub(crate) port: u16,
+}
+
+/// An answer the waypoint gives itself instead of forwarding.
+struct LocalReply {
+    status: StatusCode,
+    body: &'static str,
+    reason: String,
+    location: Option<HeaderValue>,
+}
+
+// === impl Inner ===
+
+impl Inner {
+    pub(super) async fn handle(
+        &self,
+        downstream: &Downstream,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = request.into_parts();
+        let mut log = RequestLog::new(
+            downstream.peer_addr,
+            downstream.peer_identity.clone(),
+            downstream.service.hostname.clone(),
+            &parts,
+        );
+        log.src_workload = downstream.src_workload.clone();
+        let config = self.config.snapshot();
+        let state = self.mesh.snapshot();
+        let mut response_filters = Vec::new();
+        let prepared = self.prepare(
+            downstream,
+            &config,
+            &state,
+            &mut parts,
+            &mut log,
+            &mut response_filters,
+        );
+        let (service, port) = match prepared {
+            Ok(target) => target,
+            Err(reply) => return local(reply, log),
+        };
+        let Some(endpoint) =
+            self.upstreams
+                .choose_endpoint(state.endpoints(&service), &service, port)
+        else {
+            let reply = LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream\n",
+                format!("no healthy endpoint of {}:{port}", service.hostname),
+            );
+            return local(reply, log);
+        };
+        log.dst_workload = Some(endpoint.workload.name.clone());
+        log.dst_addr = Some(endpoint.addr);
+        log.dst_identity = Some(endpoint.workload.identity.clone());
+        prepare_upstream_head(&mut parts, &service, port);
+        let upstream_request =
+            Request::from_parts(parts, Counted::new(body, log.bytes_received.clone()));
+        let certs = self.certs.fetch(&self.identity);
+        match self
+            .upstreams
+            .send(&endpoint, certs, upstream_request)
+            .await
+        {
+            Ok(response) => {
+                let (mut head, body) = response.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                for modifier in &response_filters {
+                    filter::apply_header_modifier(modifier, &mut head.headers);
+                }
+                log.status = Some(head.status);
+                Response::from_parts(head, Logged::upstream(body, log))
+            }
+            Err(error) => {
+                info!(%error, "upstream request failed");
+                let reply = LocalReply::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream connect error\n",
+                    error.to_string(),
+                );
+                local(reply, log)
+            }
+        }
+    }
+
+    /// Phases 1 to 3: authorization, route, filters, backend. Returns the
+    /// service and port to send to, or the answer to give instead.
+    fn prepare(
+        &self,
+        downstream: &Downstream,
+        config: &WaypointConfig,
+        state: &State,
+        parts: &mut http::request::Parts,
+        log: &mut RequestLog,
+        response_filters: &mut Vec<HeaderModifier>,
+    ) -> Result<(Arc<Service>, u16), LocalReply> {
+        authorize(downstream, config, parts)?;
+        let key = ServiceKey {
+            hostname: downstream.service.hostname.clone(),
+            port: downstream.port,
+        };
+        let Some(table) = config.routes(&key) else {
+            return Ok((downstream.service.clone(), downstream.port));
+        };
+        let head = RequestHead::from_parts(parts);
+        let selected = match table.select(&head) {
+            Selection::Matched(selected) => selected,
+            Selection::NoRoutes => return Ok((downstream.service.clone(), downstream.port)),
+            Selection::NoRoute => {
+                return Err(LocalReply::new(
+                    StatusCode::NOT_FOUND,
+                    "no route matches the request\n",
+                    "no HTTPRoute rule matches".into(),
+                ));
+            }
+        };
+        log.route = Some(selected.route.key());
+        let matched_prefix = selected.matched_prefix().map(str::to_owned);
+        let rule: &Rule = selected.rule;
+        let prefix = matched_prefix.as_deref();
+        apply_filters(
+            &rule.filters,
+            parts,
+            prefix,
+            downstream.port,
+            response_filters,
+        )?;
+        let Some(backend) = choose_backend(&rule.backends, fastrand::u32(..)) else {
+            return Err(LocalReply::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no backend\n",
+                "the rule has no backend with a weight".into(),
+            ));
+        };
+        apply_filters(
+            &backend.filters,
+            parts,
+            prefix,
+            downstream.port,
+            response_filters,
+        )?;
+        match &backend.backend {
+            Backend::Invalid { reason } => Err(LocalReply::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid backend\n",
+                format!("invalid backend: {reason}"),
+            )),
+            Backend::Service(target) => {
+                let service = if *target.hostname == *downstream.service.hostname {
+                    Some(downstream.service.clone())
+                } else {
+                    // Another service of the mesh: a scan, but only for
+                    // routes that send elsewhere.
+                    state
+                        .services()
+                        .find(|s| *s.hostname == *target.hostname)
+                        .cloned()
+                };
+                match service {
+                    Some(service) => Ok((service, target.port)),
+                    None => Err(LocalReply::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no healthy upstream\n",
+                        format!(
+                            "backend {}:{} is not a known service",
+                            target.hostname, target.port
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// L7 policy of the service, on the request as the client sent it, before
+/// any filter changes it (as Envoy's RBAC filter runs before the router).
+fn authorize(
+    downstream: &Downstream,
+    config: &WaypointConfig,
+    parts: &http::request::Parts,
+) -> Result<(), LocalReply> {
+    let Some(policies) = config.policies(&downstream.service.hostname) else {
+        return Ok(());
+    };
+    let identity = downstream.peer_identity.to_string();
+    let principal = identity.strip_prefix("spiffe://").unwrap_or(&identity);
+    let host = RequestHead::from_parts(parts).host().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let request = L7Request {
+        source_principal: Some(principal),
+        source_namespace: Some(downstream.peer_identity.namespace()),
+        source_ip: downstream.peer_addr.ip(),
+        host,
+        port: downstream.port,
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        headers: &parts.headers,
+    };
+    let decision = authz::evaluate(&policies.policies, &request);
+    match decision.verdict {
+        Verdict::Allow => Ok(()),
+        denied => Err(LocalReply::new(
+            authz::DENIED_STATUS,
+            authz::DENIED_BODY,
+            match denied {
+                Verdict::DeniedBy(policy) => format!("denied by policy {policy}"),
+                _ => "no ALLOW policy matches".into(),
+            },
+        )),
+    }
+}
+
+/// Applies request filters in order; response header modifiers are kept
+/// for the response. A redirect answers at once.
+fn apply_filters(
+    filters: &[Filter],
+    parts: &mut http::request::Parts,
+    matched_prefix: Option<&str>,
+    listener_port: u16,
+    response_filters: &mut Vec<HeaderModifier>,
+) -> Result<(), LocalReply> {
+    for f in filters {
+        match f {
+            Filter::RequestHeaderModifier(modifier) => {
+                filter::apply_header_modifier(modifier, &mut parts.headers);
+            }
+            Filter::ResponseHeaderModifier(modifier) => response_filters.push(modifier.clone()),
+            Filter::RequestRedirect(redirect) => {
+                let head = RequestHead::from_parts(parts);
+                let answer = filter::redirect(&head, redirect, matched_prefix, listener_port)
+                    .map_err(filter_failed)?;
+                return Err(LocalReply {
+                    status: answer.status,
+                    body: "",
+                    reason: "redirected".into(),
+                    location: Some(answer.location),
+                });
+            }
+            Filter::UrlRewrite(rewrite) => {
+                let head = RequestHead::from_parts(parts);
+                let url =
+                    filter::rewrite_url(&head, rewrite, matched_prefix).map_err(filter_failed)?;
+                url.apply(&mut parts.uri, &mut parts.headers)
+                    .map_err(filter_failed)?;
+            }
+            // Mirroring is not implemented yet: the request goes on
+            // unmirrored, and the log says so.
+            Filter::RequestMirror(mirror) => {
+                debug!(backend = %mirror.backend.hostname, "RequestMirror is not supported yet; not mirroring");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn filter_failed(error: filter::FilterError) -> LocalReply {
+    LocalReply::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "filter failed\n",
+        error.to_string(),
+    )
+}
+
+/// Makes the head fit the upstream connection: the request's own version;
+/// HTTP/1 in origin form with a `Host`, HTTP/2 with scheme and authority.
+fn prepare_upstream_head(parts: &mut http::request::Parts, service: &Service, port: u16) {
+    strip_hop_by_hop(&mut parts.headers);
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("{}:{port}", service.hostname));
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if parts.version == Version::HTTP_2 {
+        let mut uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .path_and_query(path.clone());
+        uri = uri.authority(authority.as_str());
+        if let Ok(uri) = uri.build() {
+            parts.uri = uri;
+        }
+        parts.headers.remove(HOST);
+    } else {
+        if !parts.headers.contains_key(HOST)
+            && let Ok(host) = HeaderValue::from_str(&authority)
+        {
+            parts.headers.insert(HOST, host);
+        }
+        parts.uri = Uri::from(path);
+        parts.version = Version::HTTP_11;
+    }
+}
+
+fn local(reply: LocalReply, mut log: RequestLog) -> Response<ResponseBody> {
+    log.status = Some(reply.status);
+    log.reason = Some(reply.reason);
+    let mut response = Response::new(Logged::local(
+        Bytes::from_static(reply.body.as_bytes()),
+        log,
+    ));
+    *response.status_mut() = reply.status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    if let Some(location) = reply.location {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+// === impl LocalReply ===
+
+impl LocalReply {
+    fn new(status: StatusCode, body: &'static str, reason: String) -> Self {
+        LocalReply {
+            status,
+            body,
+            reason,
+            location: None,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The upstream side: which endpoint gets a request, and the HTTP
+//! connections to endpoints, reused across requests.
+//!
+//! An endpoint that speaks HBONE is reached through a tunnel to its
+//! ztunnel (`<endpoint-ip>:15008`, `:authority` `<endpoint-ip>:<port>`),
+//! presenting the waypoint's certificate and expecting the endpoint's
+//! identity; any other endpoint over plain TCP. On that stream the
+//! waypoint speaks the request's own HTTP version (HTTP/2 stays HTTP/2, so
+//! gRPC trailers survive), and keeps the connection for the next request:
+//! HTTP/1 connections one request at a time, HTTP/2 ones shared.
+//!
+//! Connections are keyed by endpoint address, transport, version and the
+//! identity they were checked against, so that a connection proved to
+//! reach identity A never carries a request meant for B.
+//!
+//! [`Upstreams::send`] is one attempt; retries and timeouts, when they
+//! come, wrap it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use identity::Identity;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::debug;
+use workload::{Service, TunnelProtocol, Workload};
+
+use super::CertFuture;
+use super::access_log::Counted;
+
+/// The body the waypoint sends upstream: the client's, streamed.
+pub(crate) type UpstreamBody = Counted<Incoming>;
+
+/// One endpoint chosen for a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) workload: Arc<Workload>,
+    /// `<endpoint-ip>:<target-port>`.
+    pub(crate) addr: SocketAddr,
+}
+
+/// Why an attempt got no response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("no certificate to present to {addr}: {source}")]
+    Certificate {
+        addr: SocketAddr,
+        #[source]
+        source: identity::CertManagerError,
+    },
+    #[error("HBONE to the ztunnel of {addr} failed: {source}")]
+    Hbone {
+        addr: SocketAddr,
+        #[source]
+        source: hbone::Error,
+    },
+    #[error("connecting to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP with {addr} failed: {source}")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ConnectionKey {
+    addr: SocketAddr,
+    /// `Some` when tunnelled: the identity the tunnel checked.
+    hbone_identity: Option<Identity>,
+    http2: bool,
+}
+
+#[derive(Debug)]
+enum Sender {
+    Http1(http1::SendRequest<UpstreamBody>),
+    Http2(http2::SendRequest<UpstreamBody>),
+}
+
+/// Upstream HTTP connections, shared by every request of the waypoint.
+#[derive(Debug)]
+pub(crate) struct Upstreams {
+    hbone: hbone::Pool,
+    idle: Mutex<HashMap<ConnectionKey, Vec<Sender>>>,
+    /// The next endpoint index per service key (round robin).
+    next: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+// === impl Upstreams ===
+
+impl Upstreams {
+    pub(crate) fn new(hbone: hbone::Pool) -> Self {
+        Upstreams {
+            hbone,
+            idle: Mutex::default(),
+            next: Mutex::default(),
+        }
+    }
+
+    /// Round robin over the healthy endpoints of `service` that serve
+    /// `port`; `None` when there is none.
+    pub(crate) fn choose_endpoint<'a>(
+        &self,
+        endpoints: impl Iterator<Item = &'a Arc<Workload>>,
+        service: &Service,
+        port: u16,
+    ) -> Option<Endpoint> {
+        let key = service.key();
+        let candidates: Vec<Endpoint> = endpoints
+            .filter(|w| w.healthy)
+            .filter_map(|w| {
+                let target = w.target_port(&key, port)?;
+                let ip = *w.addresses.first()?;
+                Some(Endpoint {
+                    workload: w.clone(),
+                    addr: SocketAddr::new(ip, target),
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let counter = next.entry(key).or_default();
+        let chosen = candidates[*counter % candidates.len()].clone();
+        *counter = counter.wrapping_add(1);
+        Some(chosen)
+    }
+
+    /// Opens a byte stream to `endpoint`: a tunnel through its ztunnel, or
+    /// TCP. For TCP passthrough, and under each new HTTP connection. `cert`
+    /// (the waypoint's own) is awaited only for a tunnel.
+    pub(crate) async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        cert: CertFuture<'_>,
+    ) -> Result<Box<dyn Stream>, UpstreamError> {
+        let addr = endpoint.addr;
+        match endpoint.workload.protocol {
+            TunnelProtocol::Hbone => {
+                let cert = cert
+                    .await
+                    .map_err(|source| UpstreamError::Certificate { addr, source })?;
+                let request = hbone::ConnectRequest {
+                    source: cert,
+                    destination: SocketAddr::new(addr.ip(), hbone::HBONE_PORT),
+                    expected_identities: vec![endpoint.workload.identity.clone()],
+                    authority: addr.to_string(),
+                    headers: HeaderMap::new(),
+                };
+                let tunnel = self
+                    .hbone
+                    .connect(request)
+                    .await
+                    .map_err(|source| UpstreamError::Hbone { addr, source })?;
+                Ok(Box::new(tunnel))
+            }
+            TunnelProtocol::None => {
+                let tcp = TcpStream::connect(addr)
+                    .await
+                    .map_err(|source| UpstreamError::Connect { addr, source })?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Box::new(tcp))
+            }
+        }
+    }
+
+    /// One attempt: sends `request` to `endpoint` on a pooled connection
+    /// that is free, or on a new one, and returns the response head with
+    /// its body still streaming. `cert` is awaited only to open a tunnel.
+    pub(crate) async fn send(
+        &self,
+        endpoint: &Endpoint,
+        cert: CertFuture<'_>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let addr = endpoint.addr;
+        let http = |source| UpstreamError::Http { addr, source };
+        let key = ConnectionKey {
+            addr,
+            hbone_identity: (endpoint.workload.protocol == TunnelProtocol::Hbone)
+                .then(|| endpoint.workload.identity.clone()),
+            http2: request.version() == Version::HTTP_2,
+        };
+        let mut request = Some(request);
+        if let Some(response) = self.send_pooled(&key, &mut request) {
+            return response.await.map_err(http);
+        }
+        let Some(request) = request else {
+            // `send_pooled` takes the request only when it sends it.
+            unreachable!("the request was taken without being sent");
+        };
+        let io = TokioIo::new(self.connect(endpoint, cert).await?);
+        let mut sender = if key.http2 {
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(http)?;
+            tokio::spawn(drive(connection, addr));
+            Sender::Http2(sender)
+        } else {
+            let (mut sender, connection) = http1::handshake(io).await.map_err(http)?;
+            tokio::spawn(drive(connection, addr));
+            sender.ready().await.map_err(http)?;
+            Sender::Http1(sender)
+        };
+        debug!(upstream.addr = %addr, http2 = key.http2, "new upstream connection");
+        let response = sender.send(request);
+        self.keep(key, sender);
+        response.await.map_err(http)
+    }
+
+    /// Sends on a pooled connection that is free, if there is one (taking
+    /// the request); else leaves the request where it is.
+    fn send_pooled(
+        &self,
+        key: &ConnectionKey,
+        request: &mut Option<Request<UpstreamBody>>,
+    ) -> Option<ResponseFuture> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let senders = idle.get_mut(key)?;
+        senders.retain(|s| !s.is_closed());
+        let sender = senders.iter_mut().find(|s| s.is_ready())?;
+        Some(sender.send(request.take()?))
+    }
+
+    /// Pools a new connection, unless the key holds enough already: then
+    /// it carries this one request and closes.
+    fn keep(&self, key: ConnectionKey, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let senders = idle.entry(key).or_default();
+        if senders.len() < MAX_CONNECTIONS_PER_KEY {
+            senders.push(sender);
+        }
+    }
+}
+
+/// Connections kept per endpoint (and version): bounds what a burst of
+/// HTTP/1 requests leaves behind.
+const MAX_CONNECTIONS_PER_KEY: usize = 64;
+
+type ResponseFuture = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;
+
+// === impl Sender ===
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => s.is_ready(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    fn send(&mut self, request: Request<UpstreamBody>) -> ResponseFuture {
+        match self {
+            Sender::Http1(s) => Box::pin(s.send_request(request)),
+            Sender::Http2(s) => Box::pin(s.send_request(request)),
+        }
+    }
+}
+
+/// Runs one upstream connection to its end.
+async fn drive<F: Future<Output = hyper::Result<()>>>(connection: F, addr: SocketAddr) {
+    if let Err(error) = connection.await {
+        debug!(upstream.addr = %addr, %error, "upstream connection ended with an error");
+    }
+}
+
+/// A byte stream to an endpoint: a tunnel or TCP.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for S {}

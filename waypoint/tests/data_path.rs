@@ -1,0 +1,79 @@
+//! The waypoint's data path with real peers: a client pod's ztunnel sends
+//! service traffic to the waypoint, which routes it and tunnels it on to
+//! the app pod's ztunnel (see `support`).
+
+mod support;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use support::{ECHO_HOST, Mesh, access_events, get1, vip};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_request_through_the_waypoint_reaches_the_app() {
+    let mesh = Mesh::start(1, "").await;
+    let mut client = mesh.http1().await;
+    let (status, _, body) = get1(&mut client, "/hello", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "v1 GET /hello HTTP/1.1");
+    // The connection is kept: a second request on it works too.
+    let (status, _, body) = get1(&mut client, "/again", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "v1 GET /again HTTP/1.1"));
+    let events = access_events(&["request complete", "path=/hello", "response_code=200"]);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert!(
+        event.contains("src.identity=spiffe://cluster.local/ns/a/sa/a"),
+        "{event}"
+    );
+    assert!(
+        event.contains("dst.identity=spiffe://cluster.local/ns/b/sa/echo"),
+        "{event}"
+    );
+    assert!(
+        event.contains(&format!("dst.service={ECHO_HOST}")),
+        "{event}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_goes_through_as_http2_with_its_trailers() {
+    let mesh = Mesh::start(2, "").await;
+    let mut client = mesh.http2().await;
+    let request = Request::get(format!("http://{ECHO_HOST}/grpc.Echo/Say"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = client.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers pass through");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(collected.to_bytes(), "v1 GET /grpc.Echo/Say HTTP/2.0");
+    let events = access_events(&["request complete", "path=/grpc.Echo/Say"]);
+    assert_eq!(events.len(), 1, "the waypoint handled it: {events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_not_http_pass_through_as_tcp() {
+    let mesh = Mesh::start(3, "").await;
+    let mut tcp = mesh.connect(SocketAddr::new(vip(3, 1), 9000)).await;
+    let payload = b"\x00\x01 not http at all\n";
+    tcp.write_all(payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(support::WAIT, tcp.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, payload);
+    drop(tcp);
+    support::eventually("the waypoint's passthrough log", || async {
+        !access_events(&["TCP passthrough complete", "dst.workload=echo "]).is_empty()
+    })
+    .await;
+}
