@@ -119,7 +119,9 @@ impl App {
             certs: Arc::new(certs.clone()),
             identity: identity.clone(),
             network: args.network.as_str().into(),
-            hbone: hbone::Pool::new(hbone::PoolConfig::default()),
+            // Connections to endpoints leave from the address the waypoint
+            // listens on, its workload address.
+            source: Some(args.hbone_addr.ip()).filter(|ip| !ip.is_unspecified()),
             drain: drain.subscribe(),
         });
 

@@ -8,6 +8,9 @@
 //!
 //! Dry-run policies never decide; the ones that would have matched are
 //! returned so the caller can log them.
+//!
+//! [`waypoint::authorize`] adds the implied ALLOW of the destination's own
+//! waypoint; the proxy and the connection re-checks call it.
 
 use std::sync::Arc;
 
@@ -88,6 +91,8 @@ pub fn evaluate<'a>(
     };
     Verdict { decision, dry_run }
 }
+
+pub mod waypoint;
 
 #[cfg(test)]
 mod tests;

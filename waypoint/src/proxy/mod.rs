@@ -42,6 +42,7 @@ use workload::StateStore;
 use crate::snapshot::ConfigStore;
 
 pub use inbound::TlsCache;
+pub use upstream::SourceConnector;
 
 /// The future a [`CertSource`] returns.
 pub type CertFuture<'a> =
@@ -71,8 +72,9 @@ pub struct ProxyParts {
     pub identity: Identity,
     /// The network whose VIPs the waypoint serves (Istio's `NETWORK`).
     pub network: Arc<str>,
-    /// Tunnels to endpoints' ztunnels.
-    pub hbone: hbone::Pool,
+    /// The address outbound connections come from (`None`: the kernel's
+    /// choice).
+    pub source: Option<std::net::IpAddr>,
     /// Turns true on drain: stop accepting, shut HTTP connections down
     /// gracefully.
     pub drain: watch::Receiver<bool>,
@@ -113,7 +115,16 @@ impl Proxy {
                 certs: parts.certs,
                 identity: parts.identity,
                 network: parts.network,
-                upstreams: upstream::Upstreams::new(parts.hbone),
+                upstreams: {
+                    let connector = upstream::SourceConnector {
+                        source: parts.source,
+                    };
+                    let pool = hbone::Pool::with_connector(
+                        hbone::PoolConfig::default(),
+                        Arc::new(connector),
+                    );
+                    upstream::Upstreams::new(pool, connector)
+                },
                 tls: TlsCache::default(),
                 open: watch::channel(0).0,
                 drain: parts.drain,

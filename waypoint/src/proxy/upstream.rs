@@ -18,17 +18,18 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hbone::Connector as _;
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use identity::Identity;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tracing::debug;
 use workload::{Service, TunnelProtocol, Workload};
 
@@ -93,6 +94,8 @@ enum Sender {
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     hbone: hbone::Pool,
+    /// Opens plain TCP to endpoints (the HBONE pool has the same one).
+    connector: SourceConnector,
     idle: Mutex<HashMap<ConnectionKey, Vec<Sender>>>,
     /// The next endpoint index per service key (round robin).
     next: Mutex<HashMap<Arc<str>, usize>>,
@@ -101,9 +104,10 @@ pub(crate) struct Upstreams {
 // === impl Upstreams ===
 
 impl Upstreams {
-    pub(crate) fn new(hbone: hbone::Pool) -> Self {
+    pub(crate) fn new(hbone: hbone::Pool, connector: SourceConnector) -> Self {
         Upstreams {
             hbone,
+            connector,
             idle: Mutex::default(),
             next: Mutex::default(),
         }
@@ -168,7 +172,9 @@ impl Upstreams {
                 Ok(Box::new(tunnel))
             }
             TunnelProtocol::None => {
-                let tcp = TcpStream::connect(addr)
+                let tcp = self
+                    .connector
+                    .connect(addr)
                     .await
                     .map_err(|source| UpstreamError::Connect { addr, source })?;
                 let _ = tcp.set_nodelay(true);
@@ -281,6 +287,32 @@ impl Sender {
 async fn drive<F: Future<Output = hyper::Result<()>>>(connection: F, addr: SocketAddr) {
     if let Err(error) = connection.await {
         debug!(upstream.addr = %addr, %error, "upstream connection ended with an error");
+    }
+}
+
+/// Opens connections from the waypoint's own address when it listens on
+/// one: the destination's ztunnel lets its waypoint in only from the
+/// waypoint's workload address (see ztunnel's `authz::waypoint`), and on a
+/// host with several addresses the kernel would otherwise pick any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceConnector {
+    pub source: Option<IpAddr>,
+}
+
+impl hbone::Connector for SourceConnector {
+    fn connect(&self, addr: SocketAddr) -> hbone::ConnectFuture<'_> {
+        let source = self.source;
+        Box::pin(async move {
+            let Some(ip) = source else {
+                return TcpStream::connect(addr).await;
+            };
+            let socket = match ip {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await
+        })
     }
 }
 

@@ -656,3 +656,28 @@ impl<S: tracing::Subscriber> Layer<S> for CaptureAccess {
             .push(fields.0);
     }
 }
+
+/// Opens an HBONE tunnel as the test itself, presenting a certificate for
+/// `ns/sa` from the mesh CA, to `<ip>:15008` with `:authority` `authority`.
+pub async fn hbone_as(
+    plane: &ControlPlane,
+    (ns, sa): (&str, &str),
+    to: IpAddr,
+    expected: identity::Identity,
+    authority: SocketAddr,
+) -> Result<hbone::Tunnel, hbone::Error> {
+    let cert = std::sync::Arc::new(plane.issue(ns, sa));
+    let pool = hbone::Pool::new(hbone::PoolConfig::default());
+    pool.connect(hbone::ConnectRequest {
+        source: cert,
+        destination: SocketAddr::new(to, 15008),
+        expected_identities: vec![expected],
+        authority: authority.to_string(),
+        headers: HeaderMap::new(),
+    })
+    .await
+}
+
+pub fn id(ns: &str, sa: &str) -> identity::Identity {
+    identity::Identity::new("cluster.local", ns, sa).unwrap()
+}

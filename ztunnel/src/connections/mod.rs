@@ -198,9 +198,7 @@ impl ConnectionTracker {
         for entry in open.values_mut() {
             let Some(check) = &entry.check else { continue };
             let decision = match state.workload_by_uid(&check.workload_uid) {
-                Some(workload) => {
-                    authz::evaluate(state.policies_for(workload), &check.conn).decision
-                }
+                Some(workload) => authz::waypoint::authorize(state, workload, &check.conn).decision,
                 None => Decision::NotAllowed,
             };
             if decision.is_allowed() {

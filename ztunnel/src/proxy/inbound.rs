@@ -190,13 +190,14 @@ fn authority_of(authority: &str, workload: &Workload) -> Result<SocketAddr, Prox
     Ok(dst)
 }
 
-/// L4 policy of `workload` for `conn`; dry-run findings are logged.
+/// L4 policy of `workload` for `conn`, with its waypoint let in; dry-run
+/// findings are logged.
 pub(super) fn authorize(
     state: &State,
     workload: &Workload,
     conn: &Connection,
 ) -> Result<(), ProxyError> {
-    let verdict = authz::evaluate(state.policies_for(workload), conn);
+    let verdict = authz::waypoint::authorize(state, workload, conn);
     if !verdict.dry_run.is_empty() {
         info!(policies = ?verdict.dry_run, allowed = verdict.decision.is_allowed(), "dry-run policies would have decided differently");
     }
