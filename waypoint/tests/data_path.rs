@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use support::{ECHO_HOST, Mesh, access_events, get1, vip};
+use support::{ECHO_HOST, Mesh, get1, vip};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +22,9 @@ async fn an_http1_request_through_the_waypoint_reaches_the_app() {
     // The connection is kept: a second request on it works too.
     let (status, _, body) = get1(&mut client, "/again", &[]).await;
     assert_eq!((status, body.as_str()), (200, "v1 GET /again HTTP/1.1"));
-    let events = access_events(&["request complete", "path=/hello", "response_code=200"]);
+    let events =
+        support::wait_for_events(1, &["request complete", "path=/hello", "response_code=200"])
+            .await;
     assert_eq!(events.len(), 1, "{events:?}");
     let event = &events[0];
     assert!(
@@ -55,7 +57,7 @@ async fn http2_goes_through_as_http2_with_its_trailers() {
         .expect("trailers pass through");
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
     assert_eq!(collected.to_bytes(), "v1 GET /grpc.Echo/Say HTTP/2.0");
-    let events = access_events(&["request complete", "path=/grpc.Echo/Say"]);
+    let events = support::wait_for_events(1, &["request complete", "path=/grpc.Echo/Say"]).await;
     assert_eq!(events.len(), 1, "the waypoint handled it: {events:?}");
 }
 
@@ -73,7 +75,22 @@ async fn bytes_that_are_not_http_pass_through_as_tcp() {
     assert_eq!(&back, payload);
     drop(tcp);
     support::eventually("the waypoint's passthrough log", || async {
-        !access_events(&["TCP passthrough complete", "dst.workload=echo "]).is_empty()
+        !support::access_events(&["TCP passthrough complete", "dst.workload=echo "]).is_empty()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_cannot_be_reached_answers_503() {
+    let net = 4;
+    let mesh = Mesh::start(net, "").await;
+    let tcp = mesh.connect(SocketAddr::new(vip(net, 3), 80)).await;
+    let (mut client, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let (status, _, body) = get1(&mut client, "/", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    support::wait_for_events(1, &["request complete", "response_code=503", "HBONE"]).await;
 }

@@ -110,7 +110,8 @@ impl Mesh {
             let state = self.waypoint.mesh().snapshot();
             let known = state.service_by_vip("", vip(self.net, 1)).is_some()
                 && state.service_by_vip("", vip(self.net, 2)).is_some()
-                && state.workloads().count() >= 4;
+                && state.service_by_vip("", vip(self.net, 3)).is_some()
+                && state.workloads().count() >= 5;
             async move { known }
         })
         .await;
@@ -171,6 +172,9 @@ pub async fn get1(
 pub struct ControlPlane {
     pub state: TempDir,
     pub grpc: SocketAddr,
+    /// The delta ADS store istiod-lite serves from: tests put resources
+    /// there that istiod-lite does not translate (yet).
+    pub ads: std::sync::Arc<xds::ResourceStore>,
     events: mpsc::Sender<SourceEvent>,
     _stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -196,6 +200,7 @@ impl ControlPlane {
         let server = Server::bind(config).await.unwrap();
         let grpc = server.grpc_addr().unwrap();
         let events = server.source_events();
+        let ads = server.ads().store().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -208,6 +213,7 @@ impl ControlPlane {
         ControlPlane {
             state,
             grpc,
+            ads,
             events,
             _stop: stop,
             task,
@@ -332,10 +338,11 @@ impl Drop for ControlPlane {
 }
 
 /// Namespaces `a` (client pod on node A) and `b` (enrolled, using the
-/// waypoint `waypoint`): pods `echo` (`.20`, app `echo`) and `echo-v2`
-/// (`.21`, app `echo-v2`) on node B, services `echo` (80 to 8080, 9000)
-/// and `echo-v2` (80 to 8080), and the waypoint (`Gateway`, its `Service`
-/// and its pod on node W at `.50`).
+/// waypoint `waypoint`): pods `echo` (`.20`, app `echo`), `echo-v2`
+/// (`.21`, app `echo-v2`) and `down` (`.22`, no app running) on node B,
+/// services `echo` (80 to 8080, 9000), `echo-v2` and `down` (80 to 8080),
+/// and the waypoint (`Gateway`, its `Service` and its pod on node W at
+/// `.50`).
 pub fn mesh_yaml(net: u8) -> String {
     let mut yaml = String::new();
     for ns in ["a", "b"] {
@@ -359,6 +366,8 @@ pub fn mesh_yaml(net: u8) -> String {
         ip(net, 21),
         "app: echo-v2",
     ));
+    // Nothing listens on `down`'s address: its ztunnel cannot connect.
+    yaml.push_str(&pod("b", "down", "down", NODE_B, ip(net, 22), "app: down"));
     yaml.push_str(&pod(
         "b",
         "waypoint",
@@ -398,6 +407,20 @@ spec:
     port: 80
     targetPort: 8080
 ---
+apiVersion: v1
+kind: Service
+metadata:
+  name: down
+  namespace: b
+spec:
+  clusterIP: {down}
+  selector:
+    app: down
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
@@ -431,6 +454,7 @@ spec:
 ",
         echo = vip(net, 1),
         echo_v2 = vip(net, 2),
+        down = vip(net, 3),
         waypoint = vip(net, 50),
     ));
     yaml
@@ -483,8 +507,11 @@ spec:
     )
 }
 
+/// How long the apps take to answer `/slow`.
+pub const SLOW: Duration = Duration::from_millis(500);
+
 /// An HTTP app (HTTP/1.1 and HTTP/2 prior knowledge) answering every
-/// request with `<name> <method> <path> <version>` and the value of the
+/// request (`/slow` after [`SLOW`]) with `<name> <method> <path> <version>` and the value of the
 /// request header `x-echo` as response header `x-echo`; over HTTP/2 it
 /// ends with the trailer `grpc-status: 0`.
 pub async fn http_app(addr: SocketAddr, name: &'static str) {
@@ -493,6 +520,9 @@ pub async fn http_app(addr: SocketAddr, name: &'static str) {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| async move {
+                    if request.uri().path() == "/slow" {
+                        tokio::time::sleep(SLOW).await;
+                    }
                     let version = request.version();
                     let text = format!(
                         "{name} {} {} {version:?}",
@@ -632,6 +662,23 @@ pub fn access_events(needles: &[&str]) -> Vec<String> {
         .filter(|line| needles.iter().all(|n| line.contains(n)))
         .cloned()
         .collect()
+}
+
+/// Waits until at least `count` access-log lines contain every needle.
+pub async fn wait_for_events(count: usize, needles: &[&str]) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = access_events(needles);
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wanted {count} access-log events with {needles:?}, got {events:?}; all: {:?}",
+            access_events(&[])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 struct CaptureAccess;
