@@ -289,4 +289,9 @@ fn workload_waypoint_respects_waypoint_for() {
     let instance = workload(&out, "apps", "waypoint-7f9-xyz");
     assert_eq!(instance.waypoint, None);
     assert!(diagnostics_for(&out, &instance.uid).is_empty());
+    // Out of capture, yet reached over HBONE: the waypoint terminates it.
+    assert_eq!(instance.tunnel_protocol, TunnelProtocol::Hbone as i32);
+    // An app pod out of capture is plain TCP.
+    let legacy = workload(&out, "legacy", "legacy-app");
+    assert_eq!(legacy.tunnel_protocol, TunnelProtocol::None as i32);
 }

@@ -15,9 +15,9 @@ use tracing::warn;
 
 use crate::ca::NodeDirectory;
 use crate::model::{ObjectKey, ObjectKind};
-use crate::translate::{Index, is_enrolled};
+use crate::translate::{GATEWAY_NAME_LABEL, Index, is_enrolled, is_waypoint_instance};
 
-/// Node name to the identities of enrolled pods on it, with pod counts (two
+/// Node name to the identities of enrolled and waypoint pods on it, with pod counts (two
 /// replicas share one identity; removing one must not revoke the other).
 type ByNode = HashMap<String, HashMap<Identity, usize>>;
 
@@ -99,6 +99,20 @@ impl Placements {
                             .cloned(),
                     );
                 }
+                // A Gateway makes its labelled pods waypoints, or no more.
+                ObjectKind::Gateway => pods.extend(
+                    index
+                        .pods(Some(&key.namespace))
+                        .filter(|pod| {
+                            pod.metadata
+                                .labels
+                                .as_ref()
+                                .and_then(|labels| labels.get(GATEWAY_NAME_LABEL))
+                                .is_some_and(|gateway| *gateway == key.name)
+                        })
+                        .filter_map(|pod| pod.metadata.name.as_deref())
+                        .map(|name| ObjectKey::new(ObjectKind::Pod, &key.namespace, name)),
+                ),
                 _ => {}
             }
         }
@@ -145,7 +159,7 @@ impl Placements {
         if self.nodes.insert(node.to_owned()) {
             new_nodes.push(node.to_owned());
         }
-        if !is_enrolled(pod, index.namespace(&key.namespace)) {
+        if !is_enrolled(pod, index.namespace(&key.namespace)) && !is_waypoint_instance(index, pod) {
             return None;
         }
         // Same default as the translation's workload service account.
@@ -237,5 +251,50 @@ spec: {nodeName: node-b, containers: []}
         placements.update(&index, "cluster.local", &BTreeSet::from([key]), &shared);
         assert!(!shared.has_identity_on_node("node-a", &id("sa-a")));
         assert!(shared.nodes().is_empty());
+    }
+    #[test]
+    fn a_waypoint_pod_out_of_capture_is_placed_once_its_gateway_exists() {
+        const PODS: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: wp-0
+  namespace: apps
+  labels: {gateway.networking.k8s.io/gateway-name: wp, istio.io/dataplane-mode: none}
+spec: {nodeName: node-a, serviceAccountName: wp, containers: []}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: apps, labels: {gateway.networking.k8s.io/gateway-name: other}}
+spec: {nodeName: node-a, serviceAccountName: plain, containers: []}
+";
+        const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: apps}\nspec: {gatewayClassName: istio-waypoint}\n";
+        const NOT_A_WAYPOINT: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: other, namespace: apps}\nspec: {gatewayClassName: istio}\n";
+        let mut index = Index::from_yaml(PODS).unwrap();
+        let shared = WorkloadNodes::default();
+        let mut placements = Placements::default();
+        placements.update(&index, "cluster.local", &all_keys(&index), &shared);
+        // Not enrolled, and no Gateway yet: nothing may be signed.
+        assert!(!shared.has_identity_on_node("node-a", &id("wp")));
+
+        let mut changed = BTreeSet::new();
+        for yaml in [GATEWAY, NOT_A_WAYPOINT] {
+            let (key, _) = index.upsert(crate::model::parse_documents(yaml).remove(0).unwrap());
+            changed.insert(key);
+        }
+        placements.update(&index, "cluster.local", &changed, &shared);
+        assert!(shared.has_identity_on_node("node-a", &id("wp")));
+        // Only on its own node, and only for a waypoint Gateway's pods.
+        assert!(!shared.has_identity_on_node("node-b", &id("wp")));
+        assert!(!shared.has_identity_on_node("node-a", &id("plain")));
+
+        let gateway = ObjectKey::new(ObjectKind::Gateway, "apps", "wp");
+        index.remove(&gateway);
+        placements.update(&index, "cluster.local", &BTreeSet::from([gateway]), &shared);
+        assert!(!shared.has_identity_on_node("node-a", &id("wp")));
     }
 }

@@ -57,6 +57,8 @@ use crate::model::{ObjectKey, ObjectKind};
 pub use self::affected::{Target, affected};
 pub use self::authorization::STATIC_STRICT_POLICY_NAME;
 pub use self::index::{Changes, Index};
+pub(crate) use self::waypoint::GATEWAY_NAME_LABEL;
+pub use self::waypoint::is_waypoint_instance;
 pub use self::waypoint_authz::{
     WaypointAuthorizationsTranslated, translate_waypoint_authorizations,
 };

@@ -35,6 +35,21 @@ pub(crate) const MANAGED_GATEWAY_MESH_CONTROLLER: &str = "istio.io-mesh-controll
 /// Label on the pods of a Gateway's deployment naming the Gateway.
 pub(crate) const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
+/// Whether `pod` runs a waypoint: it carries the Gateway-name label of a
+/// Gateway of class `istio-waypoint` in its namespace. Such a pod speaks
+/// HBONE itself (it is never captured), and a node proxy may obtain its
+/// identity, since on a node without Kubernetes the waypoint
+/// authenticates with its node's token.
+pub fn is_waypoint_instance(index: &Index, pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(GATEWAY_NAME_LABEL))
+        .and_then(|gateway| index.gateway(namespace, gateway))
+        .is_some_and(|gateway| gateway.spec.gateway_class_name == WAYPOINT_GATEWAY_CLASS)
+}
+
 /// Which kind of traffic is asking for a waypoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TrafficType {

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proto::workload::{self as wl, TunnelProtocol, WorkloadStatus, WorkloadType};
 
-use super::waypoint::{self, GATEWAY_NAME_LABEL, TrafficType};
+use super::waypoint::{self, TrafficType};
 use super::{Index, MeshConfig, Output, Severity, address_diagnostic, authorization, service};
 use crate::model::{DATAPLANE_MODE_LABEL, ObjectKey, ObjectKind};
 
@@ -78,7 +78,9 @@ pub(crate) fn translate_pod(
 
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let ns_object = index.namespace(namespace);
-    let tunnel_protocol = if is_enrolled(pod, ns_object) {
+    // A waypoint terminates HBONE itself, captured or not.
+    let is_waypoint_instance = waypoint::is_waypoint_instance(index, pod);
+    let tunnel_protocol = if is_enrolled(pod, ns_object) || is_waypoint_instance {
         TunnelProtocol::Hbone
     } else {
         TunnelProtocol::None
@@ -101,9 +103,6 @@ pub(crate) fn translate_pod(
     };
 
     // A waypoint's own pods never go through a waypoint.
-    let is_waypoint_instance = labels
-        .get(GATEWAY_NAME_LABEL)
-        .is_some_and(|gw| index.gateway(namespace, gw).is_some());
     let mut waypoint = None;
     if !is_waypoint_instance
         && let Some(reference) = waypoint::waypoint_reference(&pod.metadata, ns_object)
