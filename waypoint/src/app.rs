@@ -13,8 +13,8 @@
 //!
 //! [`App::drain`]: readiness turns 503; the listener stops accepting; each
 //! HBONE connection gets a GOAWAY and each HTTP connection a graceful
-//! shutdown, so requests in flight finish; at the deadline whatever is
-//! still open is dropped with the runtime.
+//! shutdown, so requests in flight finish; at the deadline every tunnel
+//! still open is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -215,6 +215,9 @@ impl App {
                 open = self.proxy.open_tunnels(),
                 "drain deadline passed; closing the tunnels still open"
             );
+            self.proxy.close_all();
+            // Closed tunnels unregister as their tasks wake; a moment.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.proxy.idle()).await;
         }
         for task in std::mem::take(&mut self.tasks) {
             task.abort();

@@ -21,6 +21,8 @@
 //!   service, built with `TryFrom` from the pushed `WaypointAuthorization`
 //!   resource; [`authz::evaluate`] decides a request with Istio's
 //!   precedence (DENY, then ALLOW; AUDIT and dry-run only reported).
+//! - `normalize`: request path normalization (RFC 3986, Istio's BASE)
+//!   before policy and routing see the path.
 //! - `snapshot`: routes and policies as one immutable [`snapshot::WaypointConfig`]
 //!   the data path reads; the pure `apply_*` functions that build the next.
 //! - `xds`: the handler of the delta ADS stream: `Address` into the shared
@@ -39,6 +41,7 @@ pub mod authz;
 pub mod config;
 pub mod filter;
 pub mod located;
+pub mod normalize;
 pub mod proxy;
 pub mod route;
 pub mod snapshot;

@@ -5,6 +5,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::Request;
@@ -93,4 +94,28 @@ async fn an_upstream_that_cannot_be_reached_answers_503() {
     let (status, _, body) = get1(&mut client, "/", &[]).await;
     assert_eq!(status, 503, "{body}");
     support::wait_for_events(1, &["request complete", "response_code=503", "HBONE"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_across_requests_and_clients() {
+    let mesh = Mesh::start(5, "").await;
+    for i in 0..5 {
+        // A new client connection, so a new tunnel into the waypoint, each
+        // time; the waypoint's side to the app stays one connection.
+        let mut client = mesh.http1().await;
+        let (status, _, _) = get1(&mut client, &format!("/{i}"), &[]).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(mesh.echo_connections.load(Ordering::Relaxed), 1);
+    // HTTP/2 gets a connection of its own, shared by its requests.
+    let mut client = mesh.http2().await;
+    for _ in 0..3 {
+        let request = Request::get(format!("http://{ECHO_HOST}/h2"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = client.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(mesh.echo_connections.load(Ordering::Relaxed), 2);
 }

@@ -33,3 +33,24 @@ async fn drain_lets_the_request_in_flight_finish_and_takes_no_new_one() {
         "the HBONE listener is closed after drain"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_drain_deadline_open_tunnels_are_closed() {
+    let mesh = Mesh::start_with(31, "", &["--drain-seconds", "0"]).await;
+    let mut client = mesh.http1().await;
+    let in_flight = tokio::spawn(async move {
+        client.ready().await.unwrap();
+        let request = http::Request::get("/slow")
+            .header("host", support::ECHO_HOST)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        client.send_request(request).await
+    });
+    tokio::time::sleep(support::SLOW / 5).await;
+    let Mesh { waypoint, .. } = mesh;
+    tokio::time::timeout(support::SLOW, waypoint.drain())
+        .await
+        .expect("drain ends at its deadline, before the slow answer");
+    let answer = in_flight.await.unwrap();
+    assert!(answer.is_err(), "the request was cut off: {answer:?}");
+}

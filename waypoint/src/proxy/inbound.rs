@@ -170,9 +170,19 @@ impl Inner {
                 }
             };
             let stream = Prefixed::new(prefix.freeze(), tunnel);
-            match protocol {
-                Protocol::Http1 | Protocol::Http2 => self.serve_http(stream, downstream).await,
-                Protocol::Tcp => self.pass_through(stream, &downstream).await,
+            let serve = async {
+                match protocol {
+                    Protocol::Http1 | Protocol::Http2 => self.serve_http(stream, downstream).await,
+                    Protocol::Tcp => self.pass_through(stream, &downstream).await,
+                }
+            };
+            let mut closed = self.closed.subscribe();
+            let closed = async move {
+                let _ = closed.wait_for(|c| *c).await;
+            };
+            tokio::select! {
+                () = serve => {}
+                () = closed => debug!("tunnel closed: the drain deadline passed"),
             }
         }
         .instrument(span)

@@ -12,6 +12,8 @@
 //!
 //! # Life of a request (`request`)
 //!
+//! 0. the path normalized (`normalize`; 400 when malformed), so policy,
+//!    routing and the app read one path;
 //! 1. L7 authorization of the request as the client sent it (403);
 //! 2. the route table of the service port: matched rule, or 404 when routes
 //!    are attached and none matches, or the service itself without routes;
@@ -98,6 +100,9 @@ struct Inner {
     /// Counts open tunnels; drain waits for it to reach zero.
     open: watch::Sender<usize>,
     drain: watch::Receiver<bool>,
+    /// Turns true when drain's deadline passed: every tunnel still open
+    /// ends at once.
+    closed: watch::Sender<bool>,
 }
 
 /// Held by each open tunnel; dropping it lets drain see the tunnel gone.
@@ -128,6 +133,7 @@ impl Proxy {
                 tls: TlsCache::default(),
                 open: watch::channel(0).0,
                 drain: parts.drain,
+                closed: watch::channel(false).0,
             }),
         }
     }
@@ -135,6 +141,11 @@ impl Proxy {
     /// Tunnels open right now.
     pub fn open_tunnels(&self) -> usize {
         *self.inner.open.borrow()
+    }
+
+    /// Ends every tunnel still open (the end of drain).
+    pub fn close_all(&self) {
+        self.inner.closed.send_replace(true);
     }
 
     /// Resolves once no tunnel is open.

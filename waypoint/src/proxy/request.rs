@@ -3,6 +3,7 @@
 //! snapshot and the request (`route`, `filter`, `authz`); this module
 //! strings them together and answers when one says no.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use super::Inner;
 use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
 use crate::authz::{self, L7Request, Verdict};
 use crate::filter;
+use crate::normalize::normalize_path;
 use crate::route::{
     Backend, Filter, HeaderModifier, RequestHead, Rule, Selection, ServiceKey, choose_backend,
 };
@@ -53,6 +55,7 @@ impl Inner {
         request: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
+        let normalized = normalize_request_path(&mut parts);
         let mut log = RequestLog::new(
             downstream.peer_addr,
             downstream.peer_identity.clone(),
@@ -60,6 +63,9 @@ impl Inner {
             &parts,
         );
         log.src_workload = downstream.src_workload.clone();
+        if let Err(reply) = normalized {
+            return local(reply, log);
+        }
         let config = self.config.snapshot();
         let state = self.mesh.snapshot();
         let mut response_filters = Vec::new();
@@ -208,8 +214,44 @@ impl Inner {
     }
 }
 
-/// L7 policy of the service, on the request as the client sent it, before
-/// any filter changes it (as Envoy's RBAC filter runs before the router).
+/// Replaces the request path by its normalized form (see `normalize`), so
+/// that policy, routing and the app all see the same path; 400 when it
+/// cannot be normalized.
+fn normalize_request_path(parts: &mut http::request::Parts) -> Result<(), LocalReply> {
+    let path = parts.uri.path();
+    let normalized = match normalize_path(path) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normalized)) => normalized,
+        Err(error) => {
+            return Err(LocalReply::new(
+                StatusCode::BAD_REQUEST,
+                "malformed request path\n",
+                error.to_string(),
+            ));
+        }
+    };
+    let with_query = match parts.uri.query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized,
+    };
+    let invalid = |error: String| {
+        LocalReply::new(
+            StatusCode::BAD_REQUEST,
+            "malformed request path\n",
+            format!("the normalized path is not valid: {error}"),
+        )
+    };
+    let mut uri = parts.uri.clone().into_parts();
+    uri.path_and_query =
+        Some(PathAndQuery::try_from(with_query).map_err(|e| invalid(e.to_string()))?);
+    // Never fall back to the raw path: policy must see the normalized one.
+    parts.uri = Uri::from_parts(uri).map_err(|e| invalid(e.to_string()))?;
+    Ok(())
+}
+
+/// L7 policy of the service, on the request as the client sent it (path
+/// normalized), before any filter changes it, as Envoy's RBAC filter runs
+/// before the router.
 fn authorize(
     downstream: &Downstream,
     config: &WaypointConfig,

@@ -200,13 +200,9 @@ impl Upstreams {
                 .then(|| endpoint.workload.identity.clone()),
             http2: request.version() == Version::HTTP_2,
         };
-        let mut request = Some(request);
-        if let Some(response) = self.send_pooled(&key, &mut request) {
-            return response.await.map_err(http);
-        }
-        let Some(request) = request else {
-            // `send_pooled` takes the request only when it sends it.
-            unreachable!("the request was taken without being sent");
+        let request = match self.send_pooled(&key, request) {
+            Pooled::Sent(response) => return response.await.map_err(http),
+            Pooled::NoneFree(request) => *request,
         };
         let io = TokioIo::new(self.connect(endpoint, cert).await?);
         let mut sender = if key.http2 {
@@ -227,24 +223,30 @@ impl Upstreams {
         response.await.map_err(http)
     }
 
-    /// Sends on a pooled connection that is free, if there is one (taking
-    /// the request); else leaves the request where it is.
-    fn send_pooled(
-        &self,
-        key: &ConnectionKey,
-        request: &mut Option<Request<UpstreamBody>>,
-    ) -> Option<ResponseFuture> {
+    /// Sends on a pooled connection that is free, if there is one; else
+    /// hands the request back.
+    fn send_pooled(&self, key: &ConnectionKey, request: Request<UpstreamBody>) -> Pooled {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let senders = idle.get_mut(key)?;
-        senders.retain(|s| !s.is_closed());
-        let sender = senders.iter_mut().find(|s| s.is_ready())?;
-        Some(sender.send(request.take()?))
+        let free = idle.get_mut(key).and_then(|senders| {
+            senders.retain(|s| !s.is_closed());
+            senders.iter_mut().find(|s| s.is_ready())
+        });
+        match free {
+            Some(sender) => Pooled::Sent(sender.send(request)),
+            None => Pooled::NoneFree(Box::new(request)),
+        }
     }
 
     /// Pools a new connection, unless the key holds enough already: then
     /// it carries this one request and closes.
     fn keep(&self, key: ConnectionKey, sender: Sender) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget endpoints whose connections have all closed (gone or
+        // idle-closed by the peer), so the map follows live endpoints.
+        idle.retain(|_, senders| {
+            senders.retain(|s| !s.is_closed());
+            !senders.is_empty()
+        });
         let senders = idle.entry(key).or_default();
         if senders.len() < MAX_CONNECTIONS_PER_KEY {
             senders.push(sender);
@@ -255,6 +257,13 @@ impl Upstreams {
 /// Connections kept per endpoint (and version): bounds what a burst of
 /// HTTP/1 requests leaves behind.
 const MAX_CONNECTIONS_PER_KEY: usize = 64;
+
+/// What [`Upstreams::send_pooled`] did with a request.
+enum Pooled {
+    Sent(ResponseFuture),
+    /// Boxed: a request head is large, and this is the rarer case.
+    NoneFree(Box<Request<UpstreamBody>>),
+}
 
 type ResponseFuture = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;
 

@@ -16,7 +16,8 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -64,14 +65,21 @@ pub struct Mesh {
     pub node_a: ztunnel::app::App,
     pub node_b: ztunnel::app::App,
     pub waypoint: waypoint::app::App,
+    /// TCP connections the `echo` (v1) app has accepted.
+    pub echo_connections: Arc<AtomicUsize>,
 }
 
 impl Mesh {
     /// Starts everything for `net`, with `extra_yaml` applied with the mesh
     /// (policies), and waits until all of it is ready.
     pub async fn start(net: u8, extra_yaml: &str) -> Mesh {
+        Self::start_with(net, extra_yaml, &[]).await
+    }
+
+    /// As [`Mesh::start`], with extra waypoint flags.
+    pub async fn start_with(net: u8, extra_yaml: &str, waypoint_flags: &[&str]) -> Mesh {
         capture_access_log();
-        http_app(SocketAddr::new(ip(net, 20), 8080), "v1").await;
+        let echo_connections = http_app(SocketAddr::new(ip(net, 20), 8080), "v1").await;
         http_app(SocketAddr::new(ip(net, 21), 8080), "v2").await;
         tcp_echo_app(SocketAddr::new(ip(net, 20), 9000)).await;
         let plane = ControlPlane::start().await;
@@ -80,13 +88,16 @@ impl Mesh {
             .await;
         let node_a = plane.ztunnel(NODE_A).await;
         let node_b = plane.ztunnel(NODE_B).await;
-        let waypoint = plane.waypoint(net).await;
+        let waypoint = waypoint::app::App::start(&plane.waypoint_args(net, waypoint_flags))
+            .await
+            .unwrap();
         let mesh = Mesh {
             net,
             plane,
             node_a,
             node_b,
             waypoint,
+            echo_connections,
         };
         mesh.wait_ready().await;
         mesh
@@ -174,7 +185,7 @@ pub struct ControlPlane {
     pub grpc: SocketAddr,
     /// The delta ADS store istiod-lite serves from: tests put resources
     /// there that istiod-lite does not translate (yet).
-    pub ads: std::sync::Arc<xds::ResourceStore>,
+    pub ads: Arc<xds::ResourceStore>,
     events: mpsc::Sender<SourceEvent>,
     _stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -283,12 +294,12 @@ impl ControlPlane {
     /// The settings of the waypoint of namespace `b` (service account
     /// `waypoint`), on its pod's address. In file mode istiod-lite's CA
     /// authorizes node tokens, so the waypoint uses its node's.
-    pub fn waypoint_args(&self, net: u8) -> waypoint::config::Args {
+    pub fn waypoint_args(&self, net: u8, extra: &[&str]) -> waypoint::config::Args {
         let xds = format!("https://{}", self.grpc);
         let root = self.root_cert().display().to_string();
         let token = self.token(NODE_W).display().to_string();
         let hbone = SocketAddr::new(ip(net, 50), 15008).to_string();
-        waypoint::config::Args::try_parse_from([
+        let mut argv = vec![
             "waypoint",
             "--xds-address",
             &xds,
@@ -312,14 +323,9 @@ impl ControlPlane {
             &hbone,
             "--readiness-addr",
             "127.0.0.1:0",
-        ])
-        .unwrap()
-    }
-
-    pub async fn waypoint(&self, net: u8) -> waypoint::app::App {
-        waypoint::app::App::start(&self.waypoint_args(net))
-            .await
-            .unwrap()
+        ];
+        argv.extend_from_slice(extra);
+        waypoint::config::Args::try_parse_from(argv).unwrap()
     }
 
     /// A certificate for `identity`, signed by the mesh root (for test
@@ -514,10 +520,14 @@ pub const SLOW: Duration = Duration::from_millis(500);
 /// request (`/slow` after [`SLOW`]) with `<name> <method> <path> <version>` and the value of the
 /// request header `x-echo` as response header `x-echo`; over HTTP/2 it
 /// ends with the trailer `grpc-status: 0`.
-pub async fn http_app(addr: SocketAddr, name: &'static str) {
+/// Returns the count of connections it has accepted.
+pub async fn http_app(addr: SocketAddr, name: &'static str) -> Arc<AtomicUsize> {
     let listener = TcpListener::bind(addr).await.unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| async move {
                     if request.uri().path() == "/slow" {
@@ -550,6 +560,7 @@ pub async fn http_app(addr: SocketAddr, name: &'static str) {
             });
         }
     });
+    accepted
 }
 
 /// A body of one data frame, then trailers if any.
@@ -713,7 +724,7 @@ pub async fn hbone_as(
     expected: identity::Identity,
     authority: SocketAddr,
 ) -> Result<hbone::Tunnel, hbone::Error> {
-    let cert = std::sync::Arc::new(plane.issue(ns, sa));
+    let cert = Arc::new(plane.issue(ns, sa));
     let pool = hbone::Pool::new(hbone::PoolConfig::default());
     pool.connect(hbone::ConnectRequest {
         source: cert,
