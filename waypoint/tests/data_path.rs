@@ -119,3 +119,19 @@ async fn upstream_connections_are_reused_across_requests_and_clients() {
     }
     assert_eq!(mesh.echo_connections.load(Ordering::Relaxed), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_whose_server_speaks_first_passes_through() {
+    let mesh = Mesh::start(6, "").await;
+    let mut tcp = mesh.connect(SocketAddr::new(vip(6, 1), 9001)).await;
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(support::WAIT, tcp.read_exact(&mut greeting))
+        .await
+        .expect("the greeting arrives although the client sent nothing")
+        .unwrap();
+    assert_eq!(&greeting, b"220 hello\r\n");
+    tcp.write_all(b"QUIT\r\n").await.unwrap();
+    let mut back = [0u8; 6];
+    tcp.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"QUIT\r\n");
+}

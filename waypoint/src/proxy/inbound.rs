@@ -29,6 +29,12 @@ use super::{Inner, Open, Proxy};
 /// Bytes read to tell HTTP from TCP before giving up and calling it TCP.
 const SNIFF_LIMIT: usize = 64;
 
+/// How long a tunnel may stay silent before it is taken for TCP whose
+/// server speaks first. Long enough for a client's first write on a slow
+/// network; Istio's old protocol detection used 100 ms and was often too
+/// short.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// The server config of the certificate generation last seen.
 #[derive(Debug, Default)]
 pub struct TlsCache {
@@ -162,7 +168,19 @@ impl Inner {
                 if prefix.len() >= SNIFF_LIMIT {
                     break Protocol::Tcp;
                 }
-                match tunnel.read_buf(&mut prefix).await {
+                let silent_so_far = prefix.is_empty();
+                let read = tunnel.read_buf(&mut prefix);
+                let read = if silent_so_far {
+                    // A protocol whose server speaks first (SMTP, MySQL)
+                    // sends nothing: after a while, it is TCP.
+                    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, read).await {
+                        Ok(read) => read,
+                        Err(_) => break Protocol::Tcp,
+                    }
+                } else {
+                    read.await
+                };
+                match read {
                     Ok(0) if prefix.is_empty() => return,
                     Ok(0) => break Protocol::Tcp,
                     Ok(_) => {}

@@ -82,6 +82,7 @@ impl Mesh {
         let echo_connections = http_app(SocketAddr::new(ip(net, 20), 8080), "v1").await;
         http_app(SocketAddr::new(ip(net, 21), 8080), "v2").await;
         tcp_echo_app(SocketAddr::new(ip(net, 20), 9000)).await;
+        greeter_app(SocketAddr::new(ip(net, 20), 9001)).await;
         let plane = ControlPlane::start().await;
         plane
             .apply(&format!("{}{extra_yaml}", mesh_yaml(net)))
@@ -346,7 +347,8 @@ impl Drop for ControlPlane {
 /// Namespaces `a` (client pod on node A) and `b` (enrolled, using the
 /// waypoint `waypoint`): pods `echo` (`.20`, app `echo`), `echo-v2`
 /// (`.21`, app `echo-v2`) and `down` (`.22`, no app running) on node B,
-/// services `echo` (80 to 8080, 9000), `echo-v2` and `down` (80 to 8080),
+/// services `echo` (80 to 8080, 9000 to a TCP echo, 9001 to a TCP app that
+/// speaks first), `echo-v2` and `down` (80 to 8080),
 /// and the waypoint (`Gateway`, its `Service` and its pod on node W at
 /// `.50`).
 pub fn mesh_yaml(net: u8) -> String {
@@ -398,6 +400,8 @@ spec:
     targetPort: 8080
   - name: tcp
     port: 9000
+  - name: greeter
+    port: 9001
 ---
 apiVersion: v1
 kind: Service
@@ -594,6 +598,22 @@ pub async fn tcp_echo_app(addr: SocketAddr) {
                 if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
                     let _ = writer.shutdown().await;
                 }
+            });
+        }
+    });
+}
+
+/// Speaks first: greets every connection, then echoes.
+pub async fn greeter_app(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if tcp.write_all(b"220 hello\r\n").await.is_err() {
+                    return;
+                }
+                let (mut reader, mut writer) = tcp.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
             });
         }
     });
