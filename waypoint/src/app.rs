@@ -190,8 +190,8 @@ impl App {
         &self.mesh
     }
 
-    /// Routes and L7 policies, as pushed. Tests (and only tests) also
-    /// write it directly, for config the control plane does not push yet.
+    /// Routes and L7 policies, as pushed. Tests also write it directly,
+    /// with the functions the xDS handler uses.
     pub fn config(&self) -> &Arc<ConfigStore> {
         &self.config
     }

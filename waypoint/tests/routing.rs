@@ -1,8 +1,9 @@
 //! Routes, filters, L7 policy and the refusal of unknown authorities, on
-//! the real data path. istiod-lite does not push `WaypointRoutes` or
-//! `WaypointAuthorization` yet, so tests either put them into its delta
-//! ADS store (the real xDS path, NACKs included) or apply them to the
-//! waypoint's snapshot with the functions its xDS handler uses.
+//! the real data path, with resources written by hand rather than
+//! translated from YAML (`from_yaml` does that): put into istiod-lite's
+//! delta ADS store, so they travel the real xDS path (and a malformed one,
+//! which istiod-lite would never produce, can be NACKed), or applied to
+//! the waypoint's snapshot with the functions its xDS handler uses.
 
 mod support;
 

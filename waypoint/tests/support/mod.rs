@@ -185,7 +185,7 @@ pub struct ControlPlane {
     pub state: TempDir,
     pub grpc: SocketAddr,
     /// The delta ADS store istiod-lite serves from: tests put resources
-    /// there that istiod-lite does not translate (yet).
+    /// there that they write by hand (malformed ones included).
     pub ads: Arc<xds::ResourceStore>,
     events: mpsc::Sender<SourceEvent>,
     _stop: oneshot::Sender<()>,
