@@ -71,6 +71,43 @@ enum Command {
     },
     /// Show what the ztunnel of this node holds and does (its admin API).
     Ztunnel(ZtunnelArgs),
+    /// Deploy, list or remove a namespace's waypoint (its L7 proxy).
+    Waypoint {
+        #[command(subcommand)]
+        action: WaypointAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WaypointAction {
+    /// Start a waypoint for a namespace: its Gateway (class istio-waypoint),
+    /// its Service and its pod.
+    Apply {
+        #[arg(short, long)]
+        namespace: String,
+        /// The Gateway's name.
+        #[arg(long, default_value = "waypoint")]
+        name: String,
+        /// The node to run it on (default: the first).
+        #[arg(long)]
+        node: Option<String>,
+        /// Once it is ready, label the namespace istio.io/use-waypoint=<name>,
+        /// so that its services' traffic goes through it.
+        #[arg(long)]
+        enroll_namespace: bool,
+        /// Seconds it may take to become ready.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// The local mesh's waypoints.
+    List,
+    /// Remove a waypoint (and the namespace label that uses it).
+    Delete {
+        #[arg(short, long)]
+        namespace: String,
+        #[arg(long, default_value = "waypoint")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +237,28 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))
         }
+        Command::Waypoint { action } => match action {
+            WaypointAction::Apply {
+                namespace,
+                name,
+                node,
+                enroll_namespace,
+                timeout,
+            } => {
+                let options = mesh::waypoints::ApplyOptions {
+                    namespace,
+                    name,
+                    node,
+                    enroll_namespace,
+                    timeout: Duration::from_secs(timeout),
+                };
+                Ok(mesh::waypoints::apply(state_dir, mesh, &options)?)
+            }
+            WaypointAction::List => Ok(mesh::waypoints::list(state_dir, mesh)?),
+            WaypointAction::Delete { namespace, name } => {
+                Ok(mesh::waypoints::delete(state_dir, mesh, &namespace, &name)?)
+            }
+        },
         Command::Ztunnel(args) => {
             if let Some(node) = &args.node {
                 let netns = mesh::node_netns(state_dir, mesh, node)?;

@@ -47,10 +47,14 @@ fn help_lists_the_ztunnel_views_and_only_them() {
     assert!(help.contains("[default: 127.0.0.1:15000]"), "{help}");
 
     let top = String::from_utf8(meshctl(&["--help"], None).stdout).unwrap();
-    assert!(
-        top.contains("ztunnel") && !top.contains("waypoint"),
-        "{top}"
-    );
+    assert!(top.contains("ztunnel") && top.contains("waypoint"), "{top}");
+    let waypoint = String::from_utf8(meshctl(&["waypoint", "--help"], None).stdout).unwrap();
+    for action in ["apply", "list", "delete"] {
+        assert!(
+            waypoint.contains(&format!("  {action} ")),
+            "{action} missing from:\n{waypoint}"
+        );
+    }
 }
 
 #[test]

@@ -77,6 +77,7 @@ pub fn can_run() -> bool {
         "meshctl",
         "ztunnel",
         "istiod-lite",
+        "waypoint",
         "echo-http",
         "echo-tcp",
         "traffic",

@@ -16,6 +16,7 @@
 //! - [`objects`]: pure: the Kubernetes YAML of istiod-lite's config dir.
 //! - [`summary`]: pure: what `up` prints at the end.
 //! - [`waypoint`]: pure: a waypoint's pod, Service and Gateway.
+//! - [`waypoints`]: `meshctl waypoint apply|list|delete` on a running mesh.
 //! - [`state`]: what a mesh made, on disk, and which mesh a command means.
 //! - [`up`], [`down`]: the two lifecycles.
 //! - [`network`], [`process`], [`probe`], [`binaries`]: the machine.
@@ -34,6 +35,7 @@ pub mod summary;
 pub mod topology;
 pub mod up;
 pub mod waypoint;
+pub mod waypoints;
 
 use std::path::Path;
 use std::process::Command;

@@ -74,7 +74,7 @@ pub fn setup_cluster(plan: &Plan) -> Result<(), MeshError> {
 }
 
 /// A node: uplink to the node network, a bridge for its pods, routes to the
-/// other nodes' pods, forwarding on.
+/// other nodes' pods (and from the node network to its own), forwarding on.
 pub fn setup_node(plan: &Plan, node: &NodePlan) -> Result<(), MeshError> {
     let (cluster, ns) = (plan.cluster_netns.as_str(), node.netns.as_str());
     let uplink = node.uplink.as_str();
@@ -99,6 +99,11 @@ pub fn setup_node(plan: &Plan, node: &NodePlan) -> Result<(), MeshError> {
     let gateway = format!("{}/{}", node.gateway, node.pod_cidr.prefix_len());
     ip(&["-n", ns, "addr", "add", &gateway, "dev", POD_BRIDGE])?;
     ip(&["-n", ns, "link", "set", POD_BRIDGE, "up"])?;
+    // The way back from the node network to this node's pods, as a
+    // cluster's routing gives it: pods that run a proxy of their own (a
+    // waypoint) reach istiod-lite.
+    let (pods, via) = (node.pod_cidr.to_string(), node.ip.to_string());
+    ip(&["-n", cluster, "route", "add", &pods, "via", &via])?;
     for other in plan.nodes.iter().filter(|other| other.name != node.name) {
         let (range, via) = (other.pod_cidr.to_string(), other.ip.to_string());
         ip(&["-n", ns, "route", "add", &range, "via", &via])?;

@@ -20,12 +20,22 @@ pub fn config_files(plan: &Plan) -> Result<Vec<(String, String)>, serde_yaml_ng:
     for namespace in &plan.namespaces {
         files.push(namespace_file(namespace)?);
     }
-    let pods: Vec<serde_json::Value> = plan.pods.iter().map(pod_object).collect();
-    files.push(("pods.yaml".to_owned(), documents(&pods)?));
+    files.push(pods_file(plan)?);
     if !plan.resources.is_empty() {
         files.push(("resources.yaml".to_owned(), documents(&plan.resources)?));
     }
     Ok(files)
+}
+
+/// The file of every pod, by file name.
+pub fn pods_file(plan: &Plan) -> Result<(String, String), serde_yaml_ng::Error> {
+    let pods: Vec<serde_json::Value> = plan.pods.iter().map(pod_object).collect();
+    Ok(("pods.yaml".to_owned(), documents(&pods)?))
+}
+
+/// A file of several objects, as YAML documents.
+pub fn documents_file<T: serde::Serialize>(objects: &[T]) -> Result<String, serde_yaml_ng::Error> {
+    documents(objects)
 }
 
 /// The file of one namespace, by file name.

@@ -38,7 +38,7 @@ pub const XDS_PORT: u16 = 15012;
 pub const ISTIOD_HTTP_PORT: u16 = 15014;
 pub const ZTUNNEL_READINESS_PORT: u16 = 15021;
 /// ztunnel's server name check on istiod-lite's certificate.
-const ISTIOD_HOSTNAME: &str = "istiod.istio-system.svc";
+pub(super) const ISTIOD_HOSTNAME: &str = "istiod.istio-system.svc";
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -357,13 +357,21 @@ fn build(
     Ok(())
 }
 
-fn create_netns(dir: &MeshDir, state: &mut MeshState, name: &str) -> Result<(), MeshError> {
+pub(super) fn create_netns(
+    dir: &MeshDir,
+    state: &mut MeshState,
+    name: &str,
+) -> Result<(), MeshError> {
     state.netns.push(name.to_owned());
     dir.save(state)?;
     network::add_netns(name)
 }
 
-fn spawn(dir: &MeshDir, state: &mut MeshState, spawn: Spawn) -> Result<ProcessRecord, MeshError> {
+pub(super) fn spawn(
+    dir: &MeshDir,
+    state: &mut MeshState,
+    spawn: Spawn,
+) -> Result<ProcessRecord, MeshError> {
     let record = process::start(&spawn)?;
     state.processes.push(record.clone());
     dir.save(state)?;
@@ -385,7 +393,7 @@ fn link_pod_netns(dir: &MeshDir, node: &str, netns: &str) -> Result<(), MeshErro
     })
 }
 
-fn create_dir(path: &Path) -> Result<(), MeshError> {
+pub(super) fn create_dir(path: &Path) -> Result<(), MeshError> {
     fs::create_dir_all(path).map_err(|source| MeshError::Io {
         action: "create",
         path: path.to_owned(),
@@ -393,7 +401,7 @@ fn create_dir(path: &Path) -> Result<(), MeshError> {
     })
 }
 
-fn token_path(istiod_dir: &Path, node: &str) -> PathBuf {
+pub(super) fn token_path(istiod_dir: &Path, node: &str) -> PathBuf {
     istiod_dir.join("tokens").join(format!("{node}.token"))
 }
 
@@ -444,7 +452,7 @@ fn provision_tokens(istiod_dir: &Path, plan: &Plan) -> Result<(), MeshError> {
 
 /// Polls `check` until it passes, the process dies, or `timeout` passes;
 /// either failure carries the process's last log lines.
-fn wait_ready(
+pub(super) fn wait_ready(
     what: &str,
     record: &ProcessRecord,
     timeout: Duration,
@@ -476,7 +484,7 @@ fn wait_ready(
 
 /// The mesh's processes log at `info` (one access-log line per
 /// connection) unless meshctl's caller sets `RUST_LOG`.
-fn log_level() -> String {
+pub(super) fn log_level() -> String {
     std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned())
 }
 

@@ -21,10 +21,10 @@ pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 /// HBONE, and readiness.
 pub const WAYPOINT_PORTS: [u16; 2] = [15008, 15021];
 
-/// A waypoint's pod name: its Gateway's, like the first pod of a
-/// Deployment, with a suffix so it never takes an app pod's name.
+/// A waypoint's pod name: its Gateway's (one replica; `add_waypoint`
+/// refuses a name an app pod has).
 pub fn pod_name(gateway: &str) -> String {
-    format!("{gateway}-waypoint")
+    gateway.to_owned()
 }
 
 /// The config file holding a waypoint's Gateway and Service.

@@ -39,11 +39,11 @@ fn a_waypoint_gets_the_next_free_pod_address_vip_and_veth() {
         .unwrap()
         .clone();
     // Node a holds 10.1.0.10 and .11; VIPs .10 (web) and .11 (db) are taken.
-    assert_eq!(pod.name, "waypoint-waypoint");
+    assert_eq!(pod.name, "waypoint");
     assert_eq!(pod.node, "a");
     assert_eq!(pod.ip, Ipv4Addr::new(10, 1, 0, 12));
     assert_eq!(pod.host_veth, "wp0");
-    assert_eq!(pod.netns, "m1-shop-waypoint-waypoint");
+    assert_eq!(pod.netns, "m1-shop-waypoint");
     assert_eq!(pod.service_account, "waypoint");
     assert_eq!(pod.labels[GATEWAY_NAME_LABEL], "waypoint");
     assert_eq!(pod.labels["istio.io/dataplane-mode"], "none");
