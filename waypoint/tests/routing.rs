@@ -342,6 +342,11 @@ async fn a_tunnel_to_an_authority_the_waypoint_does_not_serve_is_refused() {
         SocketAddr::new(vip(net, 99), 80),
         SocketAddr::new(vip(net, 1), 81),
         SocketAddr::new(ip(net, 20), 8080),
+        // A service that does not use this waypoint: serving it would
+        // let clients skip that service's own policy.
+        SocketAddr::new(vip(net, 4), 80),
+        // The waypoint's own service.
+        SocketAddr::new(vip(net, 50), 15008),
     ] {
         let refused = hbone_as(
             &mesh.plane,

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 pub use self::policy::{Connection, Policy, Scope};
 pub use self::service::{NetworkAddress, Service};
-pub use self::workload::{TunnelProtocol, Workload};
+pub use self::workload::{GatewayAddress, GatewayDestination, TunnelProtocol, Workload};
 
 /// A resource that cannot be used, with the reason; becomes a NACK.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,6 +151,31 @@ impl State {
             .into_iter()
             .flatten()
             .filter_map(|uid| self.workloads.get(uid))
+    }
+
+    /// The workloads a waypoint (or gateway) reference resolves to: the
+    /// endpoints of the service it names, or the workload (else the
+    /// service's endpoints) at the address it names. Empty when it does not
+    /// resolve.
+    pub fn gateway_workloads(&self, gateway: &GatewayAddress) -> Vec<&Arc<Workload>> {
+        match &gateway.destination {
+            GatewayDestination::Hostname {
+                namespace,
+                hostname,
+            } => match self.service_by_key(&format!("{namespace}/{hostname}")) {
+                Some(service) => self.endpoints(service).collect(),
+                None => Vec::new(),
+            },
+            GatewayDestination::Address { network, ip } => {
+                if let Some(workload) = self.workload_by_address(network, *ip) {
+                    return vec![workload];
+                }
+                match self.service_by_vip(network, *ip) {
+                    Some(service) => self.endpoints(service).collect(),
+                    None => Vec::new(),
+                }
+            }
+        }
     }
 
     pub fn policy(&self, key: &str) -> Option<&Arc<Policy>> {

@@ -310,3 +310,49 @@ fn the_store_publishes_whole_snapshots() {
             .is_some()
     );
 }
+
+#[test]
+fn a_gateway_reference_resolves_to_its_workloads() {
+    let mut state = State::default();
+    let rejected = state.apply_addresses(
+        vec![
+            address_of_workload(workload(
+                "waypoint-1",
+                [10, 0, 1, 50],
+                &["b/waypoint.b.svc.cluster.local"],
+            )),
+            address_of_service(service("waypoint", [10, 96, 0, 50])),
+        ],
+        &[],
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let names = |gateway: GatewayAddress| -> Vec<Arc<str>> {
+        state
+            .gateway_workloads(&gateway)
+            .into_iter()
+            .map(|w| w.name.clone())
+            .collect()
+    };
+    let by = |destination| GatewayAddress {
+        destination,
+        hbone_port: 15008,
+    };
+    let expected = vec![Arc::<str>::from("waypoint-1")];
+    let hostname = GatewayDestination::Hostname {
+        namespace: "b".into(),
+        hostname: "waypoint.b.svc.cluster.local".into(),
+    };
+    assert_eq!(names(by(hostname)), expected);
+    for ip in ["10.96.0.50", "10.0.1.50"] {
+        let address = GatewayDestination::Address {
+            network: "".into(),
+            ip: ip.parse().unwrap(),
+        };
+        assert_eq!(names(by(address)), expected, "{ip}");
+    }
+    let unknown = GatewayDestination::Hostname {
+        namespace: "b".into(),
+        hostname: "nope.b.svc.cluster.local".into(),
+    };
+    assert!(names(by(unknown)).is_empty());
+}

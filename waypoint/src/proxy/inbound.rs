@@ -137,8 +137,8 @@ impl Inner {
                 info!(
                     src.identity = %request.peer_identity,
                     authority = %request.authority,
-                    "refusing a tunnel: the authority is not a VIP and port of a service this \
-                     waypoint knows"
+                    "refusing a tunnel: the authority is not a VIP and port of a service that \
+                     uses this waypoint"
                 );
                 request.reject(Rejection::BadRequest);
                 return;
@@ -207,14 +207,22 @@ impl Inner {
         .await;
     }
 
-    /// The service whose VIP and port `authority` names.
+    /// The service whose VIP and port `authority` names, if this waypoint
+    /// is that service's waypoint. Serving another service would let a
+    /// client skip that service's own waypoint and its L7 policy, and
+    /// reach its pods with this waypoint's identity, which their ztunnel
+    /// may let in.
     fn service_for(&self, authority: &str) -> Option<(Arc<Service>, u16)> {
         let addr: SocketAddr = authority.parse().ok()?;
         let state = self.mesh.snapshot();
         let service = state.service_by_vip(&self.network, addr.ip())?;
-        service
-            .has_port(addr.port())
-            .then(|| (service.clone(), addr.port()))
+        let ours = service.waypoint.as_ref().is_some_and(|waypoint| {
+            state
+                .gateway_workloads(waypoint)
+                .iter()
+                .any(|w| w.identity == self.identity)
+        });
+        (ours && service.has_port(addr.port())).then(|| (service.clone(), addr.port()))
     }
 
     /// HTTP/1.1 or HTTP/2 (hyper tells them apart by the preface) until the

@@ -5,7 +5,8 @@
 //! 1. TLS with the waypoint's current certificate; the client's identity
 //!    comes from its certificate.
 //! 2. `CONNECT` to `<vip>:<port>`: the service holding that VIP must be
-//!    known and expose the port, else 400.
+//!    known, use this waypoint (its waypoint resolves to workloads with
+//!    the waypoint's identity) and expose the port, else 400.
 //! 3. 200, then the first bytes decide: HTTP/1 or HTTP/2 are served by
 //!    hyper on the tunnel, one request at a time or multiplexed; anything
 //!    else is passed through as TCP to an endpoint of the service.

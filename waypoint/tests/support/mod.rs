@@ -123,6 +123,7 @@ impl Mesh {
             let known = state.service_by_vip("", vip(self.net, 1)).is_some()
                 && state.service_by_vip("", vip(self.net, 2)).is_some()
                 && state.service_by_vip("", vip(self.net, 3)).is_some()
+                && state.service_by_vip("", vip(self.net, 4)).is_some()
                 && state.workloads().count() >= 5;
             async move { known }
         })
@@ -348,7 +349,8 @@ impl Drop for ControlPlane {
 /// waypoint `waypoint`): pods `echo` (`.20`, app `echo`), `echo-v2`
 /// (`.21`, app `echo-v2`) and `down` (`.22`, no app running) on node B,
 /// services `echo` (80 to 8080, 9000 to a TCP echo, 9001 to a TCP app that
-/// speaks first), `echo-v2` and `down` (80 to 8080),
+/// speaks first), `echo-v2` and `down` (80 to 8080), `no-waypoint`
+/// (`echo`'s pods, opted out of the waypoint),
 /// and the waypoint (`Gateway`, its `Service` and its pod on node W at
 /// `.50`).
 pub fn mesh_yaml(net: u8) -> String {
@@ -431,6 +433,22 @@ spec:
     port: 80
     targetPort: 8080
 ---
+apiVersion: v1
+kind: Service
+metadata:
+  name: no-waypoint
+  namespace: b
+  labels:
+    istio.io/use-waypoint: none
+spec:
+  clusterIP: {no_waypoint}
+  selector:
+    app: echo
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
@@ -465,6 +483,7 @@ spec:
         echo = vip(net, 1),
         echo_v2 = vip(net, 2),
         down = vip(net, 3),
+        no_waypoint = vip(net, 4),
         waypoint = vip(net, 50),
     ));
     yaml

@@ -14,8 +14,6 @@
 //! Istio's ztunnel checks: an identity alone could be shared by other
 //! workloads of the same service account.
 
-use workload::workload::{GatewayAddress, GatewayDestination};
-
 use super::{Decision, Verdict, evaluate};
 use crate::state::{Connection, State, Workload};
 
@@ -44,27 +42,12 @@ pub fn from_own_waypoint(state: &State, workload: &Workload, conn: &Connection) 
         .waypoint
         .iter()
         .chain(service_waypoints)
-        .any(|waypoint| any_member(state, waypoint, &is_source))
-}
-
-/// Whether a workload of `waypoint` satisfies `pred`.
-fn any_member(state: &State, waypoint: &GatewayAddress, pred: &impl Fn(&Workload) -> bool) -> bool {
-    match &waypoint.destination {
-        GatewayDestination::Hostname {
-            namespace,
-            hostname,
-        } => state
-            .service_by_key(&format!("{namespace}/{hostname}"))
-            .is_some_and(|service| state.endpoints(service).any(|w| pred(w))),
-        GatewayDestination::Address { network, ip } => {
+        .any(|waypoint| {
             state
-                .workload_by_address(network, *ip)
-                .is_some_and(|w| pred(w))
-                || state
-                    .service_by_vip(network, *ip)
-                    .is_some_and(|service| state.endpoints(service).any(|w| pred(w)))
-        }
-    }
+                .gateway_workloads(waypoint)
+                .into_iter()
+                .any(|w| is_source(w))
+        })
 }
 
 #[cfg(test)]
