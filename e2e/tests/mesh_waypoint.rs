@@ -3,7 +3,7 @@
 //! traffic goes through it and is routed and authorized per request.
 //! Each test brings up its own mesh (see `mesh_support`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod mesh_support;
 
@@ -224,4 +224,73 @@ spec:
     assert_eq!(code, 200, "POST /admin is allowed for a2");
     let (code, _) = request(&mesh, "a2", "DELETE", "http://b.ns-b:8080/admin", &[]);
     assert_eq!(code, 403, "what no rule allows is refused, for a2 too");
+}
+
+#[test]
+fn w04_a_90_10_canary_splits_1000_requests_within_5_points() {
+    if !can_run() {
+        return;
+    }
+    let mesh = Mesh::up(&topology("e2e-w04"));
+    deploy_waypoint(&mesh);
+    // The probe rule tells when the resource is in force: it arrives whole.
+    mesh.apply(
+        "canary",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: ns-b}
+spec:
+  parentRefs: [{group: "", kind: Service, name: b, port: 8080}]
+  rules:
+  - matches: [{headers: [{name: x-probe, value: canary}]}]
+    backendRefs: [{name: b-v2, port: 8080}]
+  - backendRefs:
+    - {name: b-v1, port: 8080, weight: 90}
+    - {name: b-v2, port: 8080, weight: 10}
+"#,
+    );
+    eventually(
+        "the canary route is in force",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = request(
+                &mesh,
+                "a",
+                "GET",
+                "http://b.ns-b:8080/",
+                &["x-probe: canary"],
+            );
+            match answered_by(&body).as_str() {
+                "b-v2" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        },
+    );
+    let out = mesh.exec(
+        "a",
+        &[
+            "traffic",
+            "http",
+            "http://b.ns-b:8080/",
+            "-n",
+            "1000",
+            "-c",
+            "4",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["succeeded"], 1000, "{summary}");
+    let v1 = summary["servers"]["b-v1"].as_u64().unwrap_or(0);
+    let v2 = summary["servers"]["b-v2"].as_u64().unwrap_or(0);
+    assert_eq!(v1 + v2, 1000, "{summary}");
+    eprintln!("canary split over 1000 requests: b-v1 {v1}, b-v2 {v2}");
+    // 90% of 1000 with a binomial spread of about 9.5: 5 points is 5 sigma.
+    assert!(
+        (850..=950).contains(&v1),
+        "b-v1 got {v1} of 1000, b-v2 {v2}"
+    );
 }
