@@ -36,9 +36,9 @@ profile=${BENCH_PROFILE:-release}
 rate_connections=${BENCH_RATE_CONNECTIONS:-1}
 mesh=${BENCH_MESH:-e2e-bench-$$}
 nodes=(node-a node-b)
+# shellcheck source=e2e/bench/lib.sh
+source "$repo/e2e/bench/lib.sh"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "e2e/bench: $*"; exit 1; }
 
 # --- checks: everything that can be missing, before anything is built ----
 
@@ -123,17 +123,6 @@ done
 
 # --- sampling the ztunnels -------------------------------------------------
 
-# Prints "<cpu ticks> <VmRSS KiB> <VmHWM KiB>" of a process.
-sample() {
-    local pid=$1 stat fields rss hwm
-    stat=$(<"/proc/$pid/stat")
-    # The command name (field 2) may hold spaces: count from after its ')'.
-    read -r -a fields <<<"${stat##*) }"
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
-    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
-    echo "$((fields[11] + fields[12])) $rss $hwm"
-}
 
 declare -A before
 ztunnels_before() {
@@ -189,14 +178,6 @@ parse_iperf3() {
          retransmits: .end.sum_sent.retransmits}'
 }
 
-# wrk-report.lua's line; a run with errors is reported, not hidden.
-parse_wrk() {
-    local json
-    json=$(sed -n 's/^wrk-json: //p')
-    [[ -n $json ]] || die "wrk printed no report (see wrk-report.lua)"
-    jq '. + {per_s: (.requests / (.duration_us / 1e6))}
-        | .errors_total = ([.errors[]] | add)' <<<"$json"
-}
 
 iperf3_run() { # <streams> <ns>
     local measurement=iperf3_$1_streams
@@ -215,21 +196,6 @@ wrk_run() { # <measurement> <connections> <ns> [wrk flags...]
         --script "$repo/e2e/bench/wrk-report.lua" "$@" "http://server.$ns.pod:8080/"
 }
 
-# How busy the machine was just before the runs, in the report: on a
-# shared 2-vCPU VM a neighbour's build halves the figures, and the JSON
-# should say when that happened. Measured over one second from /proc/stat
-# rather than by the load average, which still counts our own build a
-# minute later.
-cpu_busy_percent() {
-    local first second total=0 idle
-    read -r -a first </proc/stat
-    sleep 1
-    read -r -a second </proc/stat
-    # Fields after "cpu": user nice system idle iowait irq softirq steal.
-    for i in 1 2 3 4 5 6 7 8; do total=$((total + second[i] - first[i])); done
-    idle=$((second[4] - first[4] + second[5] - first[5]))
-    echo $((100 * (total - idle) / total))
-}
 busy_before=$(cpu_busy_percent)
 log "measuring, ${duration} s each (direct, then mesh)..."
 for ns in direct mesh; do iperf3_run 1 "$ns"; done

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# HTTP through a waypoint, against ztunnel only and against no mesh at all,
+# in one run.
+#
+# Brings up e2e/bench/waypoint-topology.yaml with meshctl (namespaces
+# `direct`, `mesh` and `wp`, each with a client on node-a and a server on
+# node-b), deploys a waypoint for `wp` with `meshctl waypoint apply
+# --enroll-namespace`, and runs wrk (HTTP/1.1, keep-alive) with 1 and 16
+# connections against each path back to back. Around each run through the
+# waypoint it samples the waypoint process: CPU seconds and resident
+# memory. It prints requests per second, p50 and p99 per path, what the
+# waypoint adds at p50, its CPU seconds per 1,000 requests and its memory,
+# and writes everything as JSON.
+#
+# Usage (root): e2e/bench/waypoint.sh
+#   BENCH_DURATION=5   seconds per measurement (6 measurements)
+#   BENCH_OUTPUT=target/e2e-waypoint-bench.json
+#   BENCH_PROFILE=release, BENCH_BUILD=1, BENCH_MESH, MESHCTL_STATE_DIR: as run.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+duration=${BENCH_DURATION:-5}
+output=${BENCH_OUTPUT:-$repo/target/e2e-waypoint-bench.json}
+profile=${BENCH_PROFILE:-release}
+mesh=${BENCH_MESH:-e2e-wp-bench-$$}
+# shellcheck source=e2e/bench/lib.sh
+source "$repo/e2e/bench/lib.sh"
+
+[[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, capture): run it with sudo -E"
+for tool in wrk jq ip nft; do
+    command -v "$tool" >/dev/null || die "missing $tool: apt-get install -y wrk jq iproute2 nftables"
+done
+[[ $duration =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION=$duration: whole seconds, at least 1"
+case $profile in
+    release) cargo_flags=(--release) bin=$repo/target/release ;;
+    debug) cargo_flags=() bin=$repo/target/debug ;;
+    *) die "BENCH_PROFILE=$profile: release or debug" ;;
+esac
+if [[ ${BENCH_BUILD:-1} != 0 ]]; then
+    log "building ($profile)..."
+    (cd "$repo" && cargo build "${cargo_flags[@]}" -p meshctl -p ztunnel -p istiod-lite \
+        -p waypoint -p e2e --bins)
+fi
+meshctl=$bin/meshctl
+[[ -x $meshctl ]] || die "$meshctl is not built: run without BENCH_BUILD=0"
+
+if [[ -z ${MESHCTL_STATE_DIR:-} ]]; then
+    MESHCTL_STATE_DIR=$(mktemp -d /tmp/e2e-wp-bench.XXXXXX)
+    own_state_dir=1
+fi
+export MESHCTL_STATE_DIR MESHCTL_MESH=$mesh
+work=$(mktemp -d /tmp/e2e-wp-bench-work.XXXXXX)
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    "$meshctl" down >/dev/null 2>&1 || true
+    rm -rf "$work"
+    if [[ -n ${own_state_dir:-} ]]; then rm -rf "$MESHCTL_STATE_DIR"; fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "bringing up mesh $mesh and the waypoint of wp..."
+"$meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$mesh" >/dev/null
+"$meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
+state=$MESHCTL_STATE_DIR/$mesh/state.json
+waypoint_pid=$(jq -er '.processes[] | select(.name == "pod/wp/waypoint") | .pid' "$state")
+clk_tck=$(getconf CLK_TCK)
+
+declare -A url=(
+    [direct]=http://server.direct.pod:8080/
+    [mesh]=http://server.mesh:8080/
+    [wp]=http://server.wp:8080/
+)
+# Warm every path (HBONE connections, certificates, the waypoint's pool),
+# and check that wp's requests really cross the waypoint.
+for ns in direct mesh wp; do
+    "$meshctl" exec "$ns/client" -- "$bin/traffic" http "${url[$ns]}" -n 20 >/dev/null
+done
+grep -q 'dst.service=server.wp.svc' "$MESHCTL_STATE_DIR/$mesh/logs/pod-wp-waypoint.log" ||
+    die "wp's requests do not reach the waypoint: see its log"
+
+runs=$work/runs.jsonl
+# wrk_run <measurement> <connections> <ns>: one wrk run from <ns>/client,
+# with the waypoint's CPU and memory around it.
+wrk_run() {
+    local measurement=$1 connections=$2 ns=$3 threads=$(($2 < 2 ? 1 : 2))
+    local ticks0 ticks1 rss1 hwm1 raw figures
+    log "  $measurement, $ns"
+    echo 5 >"/proc/$waypoint_pid/clear_refs"
+    read -r ticks0 _ _ <<<"$(sample "$waypoint_pid")"
+    raw=$("$meshctl" exec "$ns/client" -- wrk --threads "$threads" --connections "$connections" \
+        --duration "${duration}s" --script "$repo/e2e/bench/wrk-report.lua" "${url[$ns]}")
+    read -r ticks1 rss1 hwm1 <<<"$(sample "$waypoint_pid")"
+    figures=$(parse_wrk <<<"$raw")
+    jq -nc --arg m "$measurement" --arg ns "$ns" --argjson f "$figures" \
+        --argjson cpu "$(jq -n --argjson t $((ticks1 - ticks0)) --argjson hz "$clk_tck" '$t / $hz')" \
+        --argjson rss "$rss1" --argjson hwm "$hwm1" \
+        '{measurement: $m, path: $ns, figures: $f,
+          waypoint: {cpu_seconds: $cpu, rss_kib_after: $rss, rss_kib_peak: $hwm}}' >>"$runs"
+}
+
+idle_rss=$(sample "$waypoint_pid" | cut -d' ' -f2)
+busy_before=$(cpu_busy_percent)
+log "measuring, ${duration} s each (direct, mesh, wp)..."
+for ns in direct mesh wp; do wrk_run http_1_connection 1 "$ns"; done
+for ns in direct mesh wp; do wrk_run http_16_connections 16 "$ns"; done
+
+report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+    --argjson cpus "$(nproc)" --argjson busy "$busy_before" --argjson duration "$duration" \
+    --arg profile "$profile" --argjson idle "$idle_rss" '
+    . as $runs
+    | def run($m; $ns): $runs[] | select(.measurement == $m and .path == $ns);
+    {
+        date: $date,
+        machine: {cpus: $cpus, cpu: $cpu, cpu_busy_percent_before: $busy},
+        settings: {duration_s: $duration, profile: $profile},
+        waypoint_idle_rss_kib: $idle,
+        summary: [("http_1_connection", "http_16_connections") as $m
+            | run($m; "wp") as $wp
+            | {measurement: $m,
+               per_s: {direct: run($m; "direct").figures.per_s, mesh: run($m; "mesh").figures.per_s,
+                       wp: $wp.figures.per_s},
+               p50_us: {direct: run($m; "direct").figures.p50_us, mesh: run($m; "mesh").figures.p50_us,
+                        wp: $wp.figures.p50_us},
+               p99_us: {direct: run($m; "direct").figures.p99_us, mesh: run($m; "mesh").figures.p99_us,
+                        wp: $wp.figures.p99_us},
+               added_p50_us_over_mesh: ($wp.figures.p50_us - run($m; "mesh").figures.p50_us),
+               added_p50_us_over_direct: ($wp.figures.p50_us - run($m; "direct").figures.p50_us),
+               waypoint_cpu_s_per_1000_requests: (1000 * $wp.waypoint.cpu_seconds / $wp.figures.requests),
+               waypoint_rss_kib_peak: $wp.waypoint.rss_kib_peak}],
+        runs: $runs
+    }' "$runs")
+mkdir -p "$(dirname "$output")"
+printf '%s\n' "$report" >"$output"
+
+printf '\n%s s per measurement, %s CPUs, %s%% busy just before the runs\n' \
+    "$duration" "$(nproc)" "$busy_before"
+printf '\n%-21s %-8s %10s %10s %10s\n' measurement figure direct mesh waypoint
+jq -r '.summary[] | . as $s | ("per_s", "p50_us", "p99_us") as $f
+    | [$s.measurement, $f, $s[$f].direct, $s[$f].mesh, $s[$f].wp] | @tsv' <<<"$report" |
+    while IFS=$'\t' read -r m f d me w; do
+        printf '%-21s %-8s %10.0f %10.0f %10.0f\n' "$m" "$f" "$d" "$me" "$w"
+    done
+printf '\n%-21s %16s %16s %22s %14s\n' measurement "added p50 (mesh)" "added p50 (dir.)" \
+    "waypoint CPU s/1000 req" "waypoint peak"
+jq -r '.summary[] | [.measurement, .added_p50_us_over_mesh, .added_p50_us_over_direct,
+        .waypoint_cpu_s_per_1000_requests, .waypoint_rss_kib_peak] | @tsv' <<<"$report" |
+    while IFS=$'\t' read -r m am ad cpu peak; do
+        printf '%-21s %13.0f us %13.0f us %22.3f %10.1f MiB\n' "$m" "$am" "$ad" "$cpu" \
+            "$(awk -v k="$peak" 'BEGIN {print k / 1024}')"
+    done
+printf '\nwaypoint idle: %.1f MiB\n' "$(awk -v k="$idle_rss" 'BEGIN {print k / 1024}')"
+errors=$(jq '[.runs[] | .figures.errors_total // 0] | add' <<<"$report")
+if ((errors)); then printf '\nwrk counted %s errors: see %s\n' "$errors" "$output"; fi
+printf '\nJSON: %s\n' "$output"
