@@ -294,3 +294,42 @@ spec:
         "b-v1 got {v1} of 1000, b-v2 {v2}"
     );
 }
+
+#[test]
+fn w05_a_request_timeout_answers_504_in_time() {
+    if !can_run() {
+        return;
+    }
+    let mesh = Mesh::up(&topology("e2e-w05"));
+    deploy_waypoint(&mesh);
+    mesh.apply(
+        "timeout",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: ns-b}
+spec:
+  parentRefs: [{group: "", kind: Service, name: b, port: 8080}]
+  rules:
+  - backendRefs: [{name: b, port: 8080}]
+    timeouts: {request: 500ms}
+"#,
+    );
+    let slow = "http://b.ns-b:8080/?delay=3s";
+    let started = eventually("the timeout is in force", Duration::from_secs(15), || {
+        let started = std::time::Instant::now();
+        match request(&mesh, "a", "GET", slow, &[]) {
+            (504, body) => Ok((started.elapsed(), body)),
+            (code, body) => Err(format!("{code} {body}")),
+        }
+    });
+    let (elapsed, body) = started;
+    assert_eq!(body.trim(), "upstream request timeout");
+    // 500 ms plus an exec and a curl; well before the 3 s answer.
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "504 after {elapsed:?}"
+    );
+    let (code, _) = request(&mesh, "a", "GET", "http://b.ns-b:8080/?delay=100ms", &[]);
+    assert_eq!(code, 200, "an answer within the timeout passes");
+}

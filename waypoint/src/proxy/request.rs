@@ -38,6 +38,14 @@ pub(crate) struct Downstream {
     pub(crate) port: u16,
 }
 
+/// Where a request goes, and how long its attempt may wait for an answer.
+struct Target {
+    service: Arc<Service>,
+    port: u16,
+    /// From the matched rule's `timeouts` (response head within it).
+    deadline: Option<std::time::Duration>,
+}
+
 /// An answer the waypoint gives itself instead of forwarding.
 struct LocalReply {
     status: StatusCode,
@@ -77,7 +85,11 @@ impl Inner {
             &mut log,
             &mut response_filters,
         );
-        let (service, port) = match prepared {
+        let Target {
+            service,
+            port,
+            deadline,
+        } = match prepared {
             Ok(target) => target,
             Err(reply) => return local(reply, log),
         };
@@ -99,11 +111,24 @@ impl Inner {
         let upstream_request =
             Request::from_parts(parts, Counted::new(body, log.bytes_received.clone()));
         let certs = self.certs.fetch(&self.identity);
-        match self
-            .upstreams
-            .send(&endpoint, certs, upstream_request)
-            .await
-        {
+        let attempt = self.upstreams.send(&endpoint, certs, upstream_request);
+        // Dropping the attempt at the deadline cancels the upstream
+        // request (its stream is reset, or its connection closed).
+        let answered = match deadline {
+            Some(deadline) => match tokio::time::timeout(deadline, attempt).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    let reply = LocalReply::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout\n",
+                        format!("no response within {deadline:?} (the route's timeouts)"),
+                    );
+                    return local(reply, log);
+                }
+            },
+            None => attempt.await,
+        };
+        match answered {
             Ok(response) => {
                 let (mut head, body) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
@@ -135,19 +160,24 @@ impl Inner {
         parts: &mut http::request::Parts,
         log: &mut RequestLog,
         response_filters: &mut Vec<HeaderModifier>,
-    ) -> Result<(Arc<Service>, u16), LocalReply> {
+    ) -> Result<Target, LocalReply> {
         authorize(downstream, config, parts)?;
         let key = ServiceKey {
             hostname: downstream.service.hostname.clone(),
             port: downstream.port,
         };
+        let whole_service = Target {
+            service: downstream.service.clone(),
+            port: downstream.port,
+            deadline: None,
+        };
         let Some(table) = config.routes(&key) else {
-            return Ok((downstream.service.clone(), downstream.port));
+            return Ok(whole_service);
         };
         let head = RequestHead::from_parts(parts);
         let selected = match table.select(&head) {
             Selection::Matched(selected) => selected,
-            Selection::NoRoutes => return Ok((downstream.service.clone(), downstream.port)),
+            Selection::NoRoutes => return Ok(whole_service),
             Selection::NoRoute => {
                 return Err(LocalReply::new(
                     StatusCode::NOT_FOUND,
@@ -199,7 +229,11 @@ impl Inner {
                         .cloned()
                 };
                 match service {
-                    Some(service) => Ok((service, target.port)),
+                    Some(service) => Ok(Target {
+                        service,
+                        port: target.port,
+                        deadline: rule.timeouts.single_attempt(),
+                    }),
                     None => Err(LocalReply::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "no healthy upstream\n",

@@ -217,6 +217,18 @@ pub struct Timeouts {
     pub backend_request: Option<Duration>,
 }
 
+impl Timeouts {
+    /// How long the one attempt of a request without retries may wait for
+    /// its response: the shorter of the two timeouts, since that attempt
+    /// is the whole exchange too. `None`: no limit.
+    pub fn single_attempt(&self) -> Option<Duration> {
+        match (self.request, self.backend_request) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (one, other) => one.or(other),
+        }
+    }
+}
+
 /// `retry`: which answers to retry, how often, how long to wait.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Retry {
@@ -295,5 +307,30 @@ impl Fraction {
         // Scale `random` onto [0, denominator) without modulo bias.
         let draw = (u64::from(random) * u64::from(self.denominator)) >> 32;
         draw < u64::from(self.numerator)
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_single_attempt_waits_for_the_shorter_timeout() {
+        let ms = Duration::from_millis;
+        let both = |request, backend_request| Timeouts {
+            request,
+            backend_request,
+        };
+        assert_eq!(both(None, None).single_attempt(), None);
+        assert_eq!(both(Some(ms(500)), None).single_attempt(), Some(ms(500)));
+        assert_eq!(both(None, Some(ms(200))).single_attempt(), Some(ms(200)));
+        assert_eq!(
+            both(Some(ms(500)), Some(ms(200))).single_attempt(),
+            Some(ms(200))
+        );
+        assert_eq!(
+            both(Some(ms(100)), Some(ms(200))).single_attempt(),
+            Some(ms(100))
+        );
     }
 }
