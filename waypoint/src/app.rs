@@ -6,6 +6,8 @@
 //!                                                   └─▶ ConfigStore (routes, L7 policies)
 //!  CA_ADDRESS  ── GrpcCaClient ──▶ CertManager (the waypoint's own certificate)
 //!  15008 HBONE ──▶ Proxy (reads the two snapshots) ──▶ HBONE / TCP to endpoints
+//!                    └─▶ Metrics (one sample per request)
+//!  15020 metrics: Istio's request metrics, Prometheus text
 //!  15021 readiness: synced with the control plane and holding a certificate
 //! ```
 //!
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use identity::manager::CertState;
 use identity::{CertManager, CertManagerConfig, Identity};
+use prometheus_client::registry::Registry;
 use proto::core::Node;
 use telemetry::http::{self, StatusCode};
 use tokio::net::TcpListener;
@@ -35,6 +38,7 @@ use xds::{
 };
 
 use crate::config::{Args, ConfigError};
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyParts};
 use crate::snapshot::ConfigStore;
 use crate::xds::WaypointHandler;
@@ -67,6 +71,7 @@ pub struct App {
     identity: Identity,
     xds_status: watch::Receiver<ClientStatus>,
     hbone_addr: SocketAddr,
+    stats_addr: SocketAddr,
     readiness_addr: SocketAddr,
     drain_deadline: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -112,6 +117,10 @@ impl App {
         let client = DeltaClient::new(xds_channel.connect_lazy()?, client_config, handler);
         let xds_status = client.status();
 
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+
         let (drain, _) = watch::channel(false);
         let proxy = Proxy::new(ProxyParts {
             mesh: mesh.clone(),
@@ -123,11 +132,14 @@ impl App {
             // listens on, its workload address.
             source: Some(args.hbone_addr.ip()).filter(|ip| !ip.is_unspecified()),
             drain: drain.subscribe(),
+            metrics,
         });
 
         let hbone_listener = listen("HBONE", args.hbone_addr).await?;
+        let stats_listener = listen("metrics", args.stats_addr).await?;
         let readiness_listener = listen("readiness", args.readiness_addr).await?;
         let hbone_addr = hbone_listener.local_addr().unwrap_or(args.hbone_addr);
+        let stats_addr = stats_listener.local_addr().unwrap_or(args.stats_addr);
         let readiness_addr = readiness_listener
             .local_addr()
             .unwrap_or(args.readiness_addr);
@@ -145,6 +157,14 @@ impl App {
         tasks.push(tokio::spawn(http::serve(
             readiness_listener,
             move |request| readiness.handle(request),
+            std::future::pending::<()>(),
+        )));
+        // Metrics stay up while draining: the last requests are counted
+        // too, and a scrape may still fetch them.
+        let registry = Arc::new(registry);
+        tasks.push(tokio::spawn(http::serve(
+            stats_listener,
+            move |request| stats_page(&registry, request),
             std::future::pending::<()>(),
         )));
         tasks.push(tokio::spawn(client.run()));
@@ -167,6 +187,7 @@ impl App {
             identity,
             xds_status,
             hbone_addr,
+            stats_addr,
             readiness_addr,
             drain_deadline: args.drain_deadline(),
             tasks,
@@ -175,6 +196,11 @@ impl App {
 
     pub fn hbone_addr(&self) -> SocketAddr {
         self.hbone_addr
+    }
+
+    /// Where `/metrics` is served.
+    pub fn stats_addr(&self) -> SocketAddr {
+        self.stats_addr
     }
 
     pub fn readiness_addr(&self) -> SocketAddr {
@@ -277,6 +303,26 @@ impl Readiness {
             return Err(format!("no certificate for {} yet", self.identity));
         }
         Ok(())
+    }
+}
+
+/// `/metrics` (and `/stats/prometheus`, where Istio's proxies serve them,
+/// so scrape annotations written for Istio work).
+fn stats_page(registry: &Registry, request: &http::Request<()>) -> http::Response<String> {
+    if !matches!(request.uri().path(), "/metrics" | "/stats/prometheus") {
+        return http::text(StatusCode::NOT_FOUND, "metrics are at /metrics\n");
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => http::with_type(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        ),
+        Err(_) => http::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics\n",
+        ),
     }
 }
 

@@ -66,6 +66,10 @@ pub struct Args {
     /// Inbound HBONE.
     #[arg(long, env = "WAYPOINT_HBONE_ADDR", default_value = "0.0.0.0:15008")]
     pub hbone_addr: SocketAddr,
+    /// Prometheus metrics (`/metrics`, and `/stats/prometheus` as Istio's
+    /// proxies serve them).
+    #[arg(long, env = "WAYPOINT_STATS_ADDR", default_value = "0.0.0.0:15020")]
+    pub stats_addr: SocketAddr,
     /// Readiness (`/healthz/ready`).
     #[arg(long, env = "WAYPOINT_READINESS_ADDR", default_value = "0.0.0.0:15021")]
     pub readiness_addr: SocketAddr,
@@ -169,6 +173,7 @@ mod tests {
         assert_eq!(a.ca_address(), DEFAULT_XDS_ADDRESS);
         assert_eq!(a.hbone_addr.port(), 15008);
         assert_eq!(a.readiness_addr.port(), 15021);
+        assert_eq!(a.stats_addr.port(), 15020);
         assert_eq!(
             a.node_id(),
             "router~127.0.0.1~waypoint.b~b.svc.cluster.local"

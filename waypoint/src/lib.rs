@@ -32,6 +32,8 @@
 //!   passthrough) on each tunnel, the request phases, upstream connections
 //!   through HBONE to each endpoint's ztunnel, one access-log event per
 //!   request.
+//! - `metrics`: Istio's request metrics (`istio_requests_total`, ...) with
+//!   Istio's labels; the pure label building and Envoy's response flags.
 //! - `config`: flags and environment, with Istio's variable names.
 //! - `app`: the composition root and the drain protocol; `main.rs` adds
 //!   only the runtime, logging and signals.
@@ -41,6 +43,7 @@ pub mod authz;
 pub mod config;
 pub mod filter;
 pub mod located;
+pub mod metrics;
 pub mod normalize;
 pub mod proxy;
 pub mod route;

@@ -26,6 +26,7 @@ async fn the_binary_becomes_ready_and_drains_on_sigterm() {
     plane.apply(&mesh_yaml(net)).await;
     let args = plane.waypoint_args(net, &[]);
     let readiness = "127.0.0.1:46021";
+    let stats = "127.0.0.1:46020";
     let hbone = std::net::SocketAddr::new(ip(net, 50), 15008);
     let mut child = Command::new(env!("CARGO_BIN_EXE_waypoint"))
         .args(["--xds-address", &args.xds_address])
@@ -39,6 +40,7 @@ async fn the_binary_becomes_ready_and_drains_on_sigterm() {
         .args(["--node-name", NODE_W, "--drain-seconds", "1"])
         .args(["--hbone-addr", &hbone.to_string()])
         .args(["--readiness-addr", readiness])
+        .args(["--stats-addr", stats])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -53,6 +55,10 @@ async fn the_binary_becomes_ready_and_drains_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::net::TcpStream::connect(hbone).await.unwrap();
+    let stats = stats.parse().unwrap();
+    assert_eq!(http_get_status(stats, "/metrics").await, Some(200));
+    assert_eq!(http_get_status(stats, "/stats/prometheus").await, Some(200));
+    assert_eq!(http_get_status(stats, "/other").await, Some(404));
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

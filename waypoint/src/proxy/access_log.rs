@@ -1,7 +1,7 @@
-//! One access-log event per request, emitted when the response body has
-//! been sent to the end (or the client went away), so that it carries the
-//! byte counts and the whole duration. The body wrappers here count bytes
-//! as they stream past; nothing is buffered.
+//! One access-log event and one metrics sample per request, emitted when
+//! the response body has been sent to the end (or the client went away),
+//! so that they carry the byte counts and the whole duration. The body
+//! wrappers here count bytes as they stream past; nothing is buffered.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,50 +14,64 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use identity::Identity;
 use tracing::field;
+use workload::{Service, Workload};
+
+use super::request::Downstream;
+use crate::metrics::{
+    Completed, Metrics, RequestLabels, RequestProtocol, ResponseFlag, Sample, Text, grpc_status,
+};
 
 /// What is known of one request so far.
 #[derive(Debug)]
 pub(crate) struct RequestLog {
     started: Instant,
     pub(crate) src_addr: std::net::SocketAddr,
-    pub(crate) src_identity: Identity,
-    pub(crate) src_workload: Option<Arc<str>>,
-    pub(crate) dst_service: Arc<str>,
-    pub(crate) dst_workload: Option<Arc<str>>,
+    /// The workload at the tunnel's source address, if the mesh knows it.
+    pub(crate) source: Option<Arc<Workload>>,
+    /// `spiffe://...` of the tunnel's client certificate.
+    pub(crate) source_principal: Arc<str>,
+    /// The service whose VIP the tunnel named.
+    pub(crate) service: Arc<Service>,
+    /// The service the route sent the request to, once chosen.
+    pub(crate) backend: Option<Arc<Service>>,
+    /// The endpoint the request was sent to, once chosen.
+    pub(crate) destination: Option<Arc<Workload>>,
     pub(crate) dst_addr: Option<std::net::SocketAddr>,
-    pub(crate) dst_identity: Option<Identity>,
     pub(crate) method: http::Method,
     pub(crate) path: String,
     pub(crate) authority: String,
+    pub(crate) protocol: RequestProtocol,
     /// `<ns>/<name>` of the HTTPRoute that matched, if one did.
     pub(crate) route: Option<String>,
     pub(crate) status: Option<StatusCode>,
+    /// The `grpc-status` of the response, once seen.
+    pub(crate) grpc_status: Option<Text>,
     /// Why the waypoint answered itself (denied, no route, upstream down).
     pub(crate) reason: Option<String>,
+    pub(crate) flag: ResponseFlag,
     /// Request body bytes read from the client, shared with [`Counted`].
     pub(crate) bytes_received: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 // === impl RequestLog ===
 
 impl RequestLog {
     pub(crate) fn new(
-        src_addr: std::net::SocketAddr,
-        src_identity: Identity,
-        dst_service: Arc<str>,
+        downstream: &Downstream,
         head: &http::request::Parts,
+        metrics: Arc<Metrics>,
     ) -> Self {
         RequestLog {
             started: Instant::now(),
-            src_addr,
-            src_identity,
-            src_workload: None,
-            dst_service,
-            dst_workload: None,
+            src_addr: downstream.peer_addr,
+            source: downstream.source.clone(),
+            source_principal: downstream.peer_principal.clone(),
+            service: downstream.service.clone(),
+            backend: None,
+            destination: None,
             dst_addr: None,
-            dst_identity: None,
             method: head.method.clone(),
             path: head.uri.path().to_owned(),
             authority: head
@@ -71,34 +85,61 @@ impl RequestLog {
                         .map(str::to_owned)
                 })
                 .unwrap_or_default(),
+            protocol: RequestProtocol::of(&head.headers),
             route: None,
             status: None,
+            grpc_status: None,
             reason: None,
+            flag: ResponseFlag::None,
             bytes_received: Arc::default(),
+            metrics,
         }
     }
 
-    fn emit(&self, bytes_sent: u64) {
+    /// The end of the request: its access-log event and its metrics.
+    fn complete(&self, bytes_sent: u64) {
+        let duration = self.started.elapsed();
+        let bytes_received = self.bytes_received.load(Ordering::Relaxed);
+        let destination = self.destination.as_deref();
         tracing::info!(
             target: "access",
             protocol = "http",
             src.addr = %self.src_addr,
-            src.identity = %self.src_identity,
-            src.workload = self.src_workload.as_deref(),
-            dst.service = %self.dst_service,
-            dst.workload = self.dst_workload.as_deref(),
+            src.identity = %self.source_principal,
+            src.workload = self.source.as_ref().map(|w| &*w.name),
+            dst.service = %self.service.hostname,
+            dst.workload = destination.map(|w| &*w.name),
             dst.addr = self.dst_addr.as_ref().map(field::display),
-            dst.identity = self.dst_identity.as_ref().map(field::display),
+            dst.identity = destination.map(|w| field::display(&w.identity)),
             method = %self.method,
             path = %self.path,
             authority = %self.authority,
             route = self.route.as_deref(),
             response_code = self.status.map(|s| s.as_u16()),
+            response_flags = self.flag.code(),
             reason = self.reason.as_deref(),
             bytes_sent,
-            bytes_recv = self.bytes_received.load(Ordering::Relaxed),
-            duration = %format_args!("{}ms", self.started.elapsed().as_millis()),
+            bytes_recv = bytes_received,
+            duration = %format_args!("{}ms", duration.as_millis()),
             "request complete",
+        );
+        let labels = RequestLabels::new(&Completed {
+            source: self.source.as_deref(),
+            source_principal: &self.source_principal,
+            destination,
+            service: self.backend.as_deref().unwrap_or(&self.service),
+            protocol: self.protocol,
+            status: self.status,
+            grpc_status: self.grpc_status.as_ref(),
+            flag: self.flag,
+        });
+        self.metrics.record(
+            &labels,
+            Sample {
+                duration_ms: duration.as_secs_f64() * 1000.0,
+                request_bytes: bytes_received,
+                response_bytes: bytes_sent,
+            },
         );
     }
 }
@@ -143,10 +184,11 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 }
 
 /// The body the waypoint answers with: the upstream's, streamed, or one
-/// of its own; the access-log event goes out when it is dropped.
+/// of its own; the request completes when it is dropped.
 pub(crate) type ResponseBody = Logged;
 
-/// A response body that emits its request's access-log event when done.
+/// A response body that completes its request (access log, metrics) when
+/// done.
 pub(crate) struct Logged {
     inner: UnsyncBoxBody<Bytes, hyper::Error>,
     bytes_sent: u64,
@@ -189,10 +231,15 @@ impl Body for Logged {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.bytes_sent += data.len() as u64;
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes_sent += data.len() as u64;
+            } else if let Some(trailers) = frame.trailers_ref()
+                && let Some(log) = &mut self.log
+                && log.protocol == RequestProtocol::Grpc
+            {
+                log.grpc_status = grpc_status(trailers).or(log.grpc_status.take());
+            }
         }
         polled
     }
@@ -209,7 +256,7 @@ impl Body for Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         if let Some(log) = self.log.take() {
-            log.emit(self.bytes_sent);
+            log.complete(self.bytes_sent);
         }
     }
 }

@@ -143,15 +143,16 @@ impl Inner {
                 request.reject(Rejection::BadRequest);
                 return;
             };
-            let src_workload = self
+            let source = self
                 .mesh
                 .snapshot()
                 .workload_by_address(&self.network, request.peer_addr.ip())
-                .map(|w| w.name.clone());
+                .cloned();
             let downstream = Arc::new(Downstream {
                 peer_identity: request.peer_identity.clone(),
+                peer_principal: request.peer_identity.to_string().into(),
                 peer_addr: request.peer_addr,
-                src_workload,
+                source,
                 service,
                 port,
             });

@@ -25,7 +25,9 @@
 //! 5. one upstream attempt (`upstream`) on a reused connection (503 when
 //!    it fails); the response streams back, with response header filters.
 //!
-//! Each request ends with one access-log event (`access_log`).
+//! Each request ends with one access-log event and one sample of Istio's
+//! request metrics (`access_log`, `crate::metrics`), local answers
+//! included.
 
 mod access_log;
 mod inbound;
@@ -42,6 +44,7 @@ use identity::{CaClient, CertManager, CertManagerError, Identity, WorkloadCert};
 use tokio::sync::watch;
 use workload::StateStore;
 
+use crate::metrics::Metrics;
 use crate::snapshot::ConfigStore;
 
 pub use inbound::TlsCache;
@@ -81,6 +84,8 @@ pub struct ProxyParts {
     /// Turns true on drain: stop accepting, shut HTTP connections down
     /// gracefully.
     pub drain: watch::Receiver<bool>,
+    /// Where each request's metrics go.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The data path, shared by every tunnel and request.
@@ -98,6 +103,7 @@ struct Inner {
     network: Arc<str>,
     upstreams: upstream::Upstreams,
     tls: TlsCache,
+    metrics: Arc<Metrics>,
     /// Counts open tunnels; drain waits for it to reach zero.
     open: watch::Sender<usize>,
     drain: watch::Receiver<bool>,
@@ -132,6 +138,7 @@ impl Proxy {
                     upstream::Upstreams::new(pool, connector)
                 },
                 tls: TlsCache::default(),
+                metrics: parts.metrics,
                 open: watch::channel(0).0,
                 drain: parts.drain,
                 closed: watch::channel(false).0,

@@ -14,12 +14,13 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use identity::Identity;
 use tracing::{debug, info};
-use workload::{Service, State};
+use workload::{Service, State, Workload};
 
 use super::Inner;
 use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
 use crate::authz::{self, L7Request, Verdict};
 use crate::filter;
+use crate::metrics::{ResponseFlag, grpc_status};
 use crate::normalize::normalize_path;
 use crate::route::{
     Backend, Filter, HeaderModifier, RequestHead, Rule, Selection, ServiceKey, choose_backend,
@@ -31,8 +32,12 @@ use crate::snapshot::WaypointConfig;
 pub(crate) struct Downstream {
     /// Proven by the client certificate of the HBONE connection.
     pub(crate) peer_identity: Identity,
+    /// `peer_identity` as a string, made once per tunnel for the access
+    /// log and the metrics of each of its requests.
+    pub(crate) peer_principal: Arc<str>,
     pub(crate) peer_addr: SocketAddr,
-    pub(crate) src_workload: Option<Arc<str>>,
+    /// The workload at `peer_addr`, if the mesh knows it.
+    pub(crate) source: Option<Arc<Workload>>,
     /// The service whose VIP the tunnel named, and the port.
     pub(crate) service: Arc<Service>,
     pub(crate) port: u16,
@@ -52,6 +57,8 @@ struct LocalReply {
     body: &'static str,
     reason: String,
     location: Option<HeaderValue>,
+    /// Envoy's response flag for it (`-` unless an upstream is to blame).
+    flag: ResponseFlag,
 }
 
 // === impl Inner ===
@@ -64,13 +71,7 @@ impl Inner {
     ) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
         let normalized = normalize_request_path(&mut parts);
-        let mut log = RequestLog::new(
-            downstream.peer_addr,
-            downstream.peer_identity.clone(),
-            downstream.service.hostname.clone(),
-            &parts,
-        );
-        log.src_workload = downstream.src_workload.clone();
+        let mut log = RequestLog::new(downstream, &parts, self.metrics.clone());
         if let Err(reply) = normalized {
             return local(reply, log);
         }
@@ -93,6 +94,7 @@ impl Inner {
             Ok(target) => target,
             Err(reply) => return local(reply, log),
         };
+        log.backend = Some(service.clone());
         let Some(endpoint) =
             self.upstreams
                 .choose_endpoint(state.endpoints(&service), &service, port)
@@ -101,12 +103,12 @@ impl Inner {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream\n",
                 format!("no healthy endpoint of {}:{port}", service.hostname),
-            );
+            )
+            .flagged(ResponseFlag::NoHealthyUpstream);
             return local(reply, log);
         };
-        log.dst_workload = Some(endpoint.workload.name.clone());
+        log.destination = Some(endpoint.workload.clone());
         log.dst_addr = Some(endpoint.addr);
-        log.dst_identity = Some(endpoint.workload.identity.clone());
         prepare_upstream_head(&mut parts, &service, port);
         let upstream_request =
             Request::from_parts(parts, Counted::new(body, log.bytes_received.clone()));
@@ -122,7 +124,8 @@ impl Inner {
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream request timeout\n",
                         format!("no response within {deadline:?} (the route's timeouts)"),
-                    );
+                    )
+                    .flagged(ResponseFlag::UpstreamTimeout);
                     return local(reply, log);
                 }
             },
@@ -136,6 +139,8 @@ impl Inner {
                     filter::apply_header_modifier(modifier, &mut head.headers);
                 }
                 log.status = Some(head.status);
+                // A trailers-only gRPC response carries its status here.
+                log.grpc_status = grpc_status(&head.headers);
                 Response::from_parts(head, Logged::upstream(body, log))
             }
             Err(error) => {
@@ -144,7 +149,8 @@ impl Inner {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "upstream connect error\n",
                     error.to_string(),
-                );
+                )
+                .flagged(error.response_flag());
                 local(reply, log)
             }
         }
@@ -183,7 +189,8 @@ impl Inner {
                     StatusCode::NOT_FOUND,
                     "no route matches the request\n",
                     "no HTTPRoute rule matches".into(),
-                ));
+                )
+                .flagged(ResponseFlag::NoRoute));
             }
         };
         log.route = Some(selected.route.key());
@@ -241,7 +248,8 @@ impl Inner {
                             "backend {}:{} is not a known service",
                             target.hostname, target.port
                         ),
-                    )),
+                    )
+                    .flagged(ResponseFlag::NoCluster)),
                 }
             }
         }
@@ -294,8 +302,8 @@ fn authorize(
     let Some(policies) = config.policies(&downstream.service.hostname) else {
         return Ok(());
     };
-    let identity = downstream.peer_identity.to_string();
-    let principal = identity.strip_prefix("spiffe://").unwrap_or(&identity);
+    let identity = &downstream.peer_principal;
+    let principal = identity.strip_prefix("spiffe://").unwrap_or(identity);
     let host = RequestHead::from_parts(parts).host().unwrap_or_default();
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
     let request = L7Request {
@@ -346,6 +354,7 @@ fn apply_filters(
                     body: "",
                     reason: "redirected".into(),
                     location: Some(answer.location),
+                    flag: ResponseFlag::None,
                 });
             }
             Filter::UrlRewrite(rewrite) => {
@@ -417,6 +426,7 @@ fn prepare_upstream_head(parts: &mut http::request::Parts, service: &Service, po
 fn local(reply: LocalReply, mut log: RequestLog) -> Response<ResponseBody> {
     log.status = Some(reply.status);
     log.reason = Some(reply.reason);
+    log.flag = reply.flag;
     let mut response = Response::new(Logged::local(
         Bytes::from_static(reply.body.as_bytes()),
         log,
@@ -441,6 +451,11 @@ impl LocalReply {
             body,
             reason,
             location: None,
+            flag: ResponseFlag::None,
         }
+    }
+
+    fn flagged(self, flag: ResponseFlag) -> Self {
+        LocalReply { flag, ..self }
     }
 }

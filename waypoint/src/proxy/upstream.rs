@@ -35,6 +35,7 @@ use workload::{Service, TunnelProtocol, Workload};
 
 use super::CertFuture;
 use super::access_log::Counted;
+use crate::metrics::ResponseFlag;
 
 /// The body the waypoint sends upstream: the client's, streamed.
 pub(crate) type UpstreamBody = Counted<Incoming>;
@@ -74,6 +75,21 @@ pub(crate) enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+}
+
+// === impl UpstreamError ===
+
+impl UpstreamError {
+    /// Envoy's flag for it: the connection never came up (`UF`), or it
+    /// broke under the request (`UC`).
+    pub(crate) fn response_flag(&self) -> ResponseFlag {
+        match self {
+            UpstreamError::Certificate { .. }
+            | UpstreamError::Hbone { .. }
+            | UpstreamError::Connect { .. } => ResponseFlag::UpstreamConnectFailure,
+            UpstreamError::Http { .. } => ResponseFlag::UpstreamConnectionTermination,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

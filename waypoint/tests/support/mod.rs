@@ -323,6 +323,8 @@ impl ControlPlane {
             NODE_W,
             "--hbone-addr",
             &hbone,
+            "--stats-addr",
+            "127.0.0.1:0",
             "--readiness-addr",
             "127.0.0.1:0",
         ];
@@ -666,6 +668,19 @@ pub async fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut response = String::new();
     tcp.read_to_string(&mut response).await.ok()?;
     response.get(9..12)?.parse().ok()
+}
+
+/// The status and body of a bare HTTP/1.1 GET (the server must not
+/// chunk), or `None` when nothing answers.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut tcp = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, body.to_owned()))
 }
 
 /// Polls `check` until it holds or `WAIT` passes.

@@ -1,0 +1,310 @@
+//! The waypoint's Prometheus metrics: Istio's request metrics
+//! (`istio_requests_total`, `istio_request_duration_milliseconds`,
+//! `istio_request_bytes`, `istio_response_bytes`) with Istio's labels, as
+//! a waypoint reports them (`reporter="waypoint"`), so that dashboards and
+//! alerts written for Istio's waypoint work unchanged.
+//!
+//! One sample per request, recorded with its access-log event when the
+//! response has been sent (or the client went away); the waypoint's own
+//! answers (403, 404, 503, 504, ...) count as well, with Envoy's response
+//! flags saying why. Building the labels is pure ([`RequestLabels::new`]);
+//! recording never blocks for long (atomic updates behind a read-mostly
+//! map per metric).
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderMap, StatusCode};
+use identity::Identity;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use workload::{Service, Workload};
+
+/// Istio's default buckets of `istio_request_duration_milliseconds`.
+pub const DURATION_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's buckets of the byte histograms: 1 to 10^7, by factors of 10.
+fn size_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(1.0, 10.0, 8)
+}
+
+/// A label value: a constant, a name shared with the mesh state (no
+/// copy), or a number written as it is encoded (no allocation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Number(u16),
+}
+
+impl From<&Arc<str>> for Text {
+    fn from(value: &Arc<str>) -> Self {
+        Text::Shared(value.clone())
+    }
+}
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        match self {
+            Text::Static(text) => fmt::Write::write_str(encoder, text),
+            Text::Shared(text) => fmt::Write::write_str(encoder, text),
+            Text::Number(n) => fmt::Write::write_fmt(encoder, format_args!("{n}")),
+        }
+    }
+}
+
+const UNKNOWN: Text = Text::Static("unknown");
+
+/// Istio's labels of the request metrics, as a waypoint fills them. An
+/// unknown value is `unknown`, as in Istio; `grpc_response_status` is
+/// empty unless the request is gRPC and its status arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: Text,
+    pub source_workload: Text,
+    pub source_workload_namespace: Text,
+    pub source_canonical_service: Text,
+    pub source_canonical_revision: Text,
+    pub source_principal: Text,
+    pub source_cluster: Text,
+    pub destination_workload: Text,
+    pub destination_workload_namespace: Text,
+    pub destination_canonical_service: Text,
+    pub destination_canonical_revision: Text,
+    pub destination_principal: Text,
+    pub destination_cluster: Text,
+    /// The hostname of the service the request went to (after routing).
+    pub destination_service: Text,
+    pub destination_service_name: Text,
+    pub destination_service_namespace: Text,
+    pub request_protocol: Text,
+    pub response_code: Text,
+    pub grpc_response_status: Text,
+    pub response_flags: Text,
+    /// Always `mutual_tls`: the waypoint is only reached through HBONE.
+    pub connection_security_policy: Text,
+}
+
+/// `http`, or `grpc` when the request says so by its content type, as
+/// Istio decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestProtocol {
+    Http,
+    Grpc,
+}
+
+impl RequestProtocol {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            RequestProtocol::Grpc
+        } else {
+            RequestProtocol::Http
+        }
+    }
+}
+
+/// Why the waypoint answered itself, as Envoy's response flags say it.
+/// Policy denials, redirects and malformed requests have no flag (`-`),
+/// as in Istio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResponseFlag {
+    #[default]
+    None,
+    /// `NR`: routes are attached and none matches (404).
+    NoRoute,
+    /// `NC`: the rule's backend is not a known service.
+    NoCluster,
+    /// `UH`: no healthy endpoint (503).
+    NoHealthyUpstream,
+    /// `UF`: connecting to the endpoint (or its ztunnel) failed (503).
+    UpstreamConnectFailure,
+    /// `UC`: the upstream connection failed after it was up (503).
+    UpstreamConnectionTermination,
+    /// `UT`: no response head within the route's timeout (504).
+    UpstreamTimeout,
+}
+
+impl ResponseFlag {
+    /// Envoy's short code.
+    pub fn code(self) -> &'static str {
+        match self {
+            ResponseFlag::None => "-",
+            ResponseFlag::NoRoute => "NR",
+            ResponseFlag::NoCluster => "NC",
+            ResponseFlag::NoHealthyUpstream => "UH",
+            ResponseFlag::UpstreamConnectFailure => "UF",
+            ResponseFlag::UpstreamConnectionTermination => "UC",
+            ResponseFlag::UpstreamTimeout => "UT",
+        }
+    }
+}
+
+/// What the waypoint knows of a request when it completes.
+#[derive(Debug, Clone, Copy)]
+pub struct Completed<'a> {
+    pub source: Option<&'a Workload>,
+    /// `spiffe://...`, proven by the client certificate of the tunnel.
+    pub source_principal: &'a Arc<str>,
+    /// The endpoint the request was sent to, if it got that far.
+    pub destination: Option<&'a Workload>,
+    pub service: &'a Service,
+    pub protocol: RequestProtocol,
+    pub status: Option<StatusCode>,
+    /// The `grpc-status` of a gRPC response, from its trailers (or
+    /// headers, for a trailers-only response).
+    pub grpc_status: Option<&'a Text>,
+    pub flag: ResponseFlag,
+}
+
+// === impl RequestLabels ===
+
+impl RequestLabels {
+    /// The labels of one request. Allocates only the destination
+    /// principal (an identity has no string form to share); everything
+    /// else is a shared name or a constant.
+    pub fn new(request: &Completed<'_>) -> Self {
+        let of = |w: Option<&Workload>, field: fn(&Workload) -> &Arc<str>| {
+            w.map(field)
+                .filter(|v| !v.is_empty())
+                .map_or(UNKNOWN, Text::from)
+        };
+        let (source, destination) = (request.source, request.destination);
+        let service = request.service;
+        RequestLabels {
+            reporter: Text::Static("waypoint"),
+            source_workload: of(source, |w| &w.workload_name),
+            source_workload_namespace: of(source, |w| &w.namespace),
+            source_canonical_service: of(source, |w| &w.canonical_name),
+            source_canonical_revision: of(source, |w| &w.canonical_revision),
+            source_principal: Text::from(request.source_principal),
+            source_cluster: of(source, |w| &w.cluster_id),
+            destination_workload: of(destination, |w| &w.workload_name),
+            destination_workload_namespace: of(destination, |w| &w.namespace),
+            destination_canonical_service: of(destination, |w| &w.canonical_name),
+            destination_canonical_revision: of(destination, |w| &w.canonical_revision),
+            destination_principal: destination.map_or(UNKNOWN, |w| principal(&w.identity)),
+            destination_cluster: of(destination, |w| &w.cluster_id),
+            destination_service: Text::from(&service.hostname),
+            destination_service_name: Text::from(&service.name),
+            destination_service_namespace: Text::from(&service.namespace),
+            request_protocol: Text::Static(match request.protocol {
+                RequestProtocol::Http => "http",
+                RequestProtocol::Grpc => "grpc",
+            }),
+            response_code: Text::Number(request.status.map_or(0, |s| s.as_u16())),
+            grpc_response_status: match (request.protocol, request.grpc_status) {
+                (RequestProtocol::Grpc, Some(status)) => status.clone(),
+                _ => Text::Static(""),
+            },
+            response_flags: Text::Static(request.flag.code()),
+            connection_security_policy: Text::Static("mutual_tls"),
+        }
+    }
+}
+
+/// `spiffe://<td>/ns/<ns>/sa/<sa>`, Istio's form of a principal label.
+pub fn principal(identity: &Identity) -> Text {
+    Text::Shared(identity.to_string().into())
+}
+
+/// The `grpc-status` of `headers` (trailers, or the head of a
+/// trailers-only response), without allocating for the standard codes.
+pub fn grpc_status(headers: &HeaderMap) -> Option<Text> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    Some(match value.parse::<u16>() {
+        Ok(code) => Text::Number(code),
+        Err(_) => Text::Shared(value.into()),
+    })
+}
+
+/// One request's measurements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// From the request head to the end of the response.
+    pub duration_ms: f64,
+    /// Request body bytes read from the client.
+    pub request_bytes: u64,
+    /// Response body bytes sent to the client.
+    pub response_bytes: u64,
+}
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+/// The request metrics, shared by every request of the waypoint.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    request_bytes: HistogramFamily,
+    response_bytes: HistogramFamily,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS_MS)),
+            request_bytes: Family::new_with_constructor(|| Histogram::new(size_buckets())),
+            response_bytes: Family::new_with_constructor(|| Histogram::new(size_buckets())),
+        }
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Registers every metric under Istio's names (the client library adds
+    /// `_total` to the counter).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "istio_requests",
+            "Requests handled by the waypoint",
+            self.requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request durations, from the request head to the end of the response",
+            self.duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes",
+            self.request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            self.response_bytes.clone(),
+        );
+    }
+
+    /// Records one completed request. The label set is built once, by the
+    /// caller, but each of the four families hashes it to find its series:
+    /// prometheus-client keeps one map per metric name, and a series
+    /// cannot be shared between them. Four hashes of about twenty short
+    /// strings per request; a read lock each once the series exists.
+    pub fn record(&self, labels: &RequestLabels, sample: Sample) {
+        self.requests.get_or_create(labels).inc();
+        self.duration
+            .get_or_create(labels)
+            .observe(sample.duration_ms);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(sample.request_bytes as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(sample.response_bytes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests;
