@@ -130,6 +130,24 @@ fn w01_traffic_goes_through_the_waypoint_until_it_is_removed() {
         "{line}"
     );
     assert!(line.contains("response_code=200"), "{line}");
+    // Its metrics moved: Istio's request counter, from inside its pod.
+    let metrics = mesh.exec(
+        "ns-b/waypoint",
+        &["curl", "-sS", "-m", "5", "http://127.0.0.1:15020/metrics"],
+    );
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let counted = metrics.lines().find(|l| {
+        l.starts_with("istio_requests_total{")
+            && l.contains("reporter=\"waypoint\"")
+            && l.contains("source_principal=\"spiffe://cluster.local/ns/ns-a/sa/a\"")
+            && l.contains("destination_service=\"b.ns-b.svc.cluster.local\"")
+            && l.contains("response_code=\"200\"")
+    });
+    let count: f64 = counted
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counted request in:\n{metrics}"));
+    assert!(count >= 1.0, "{metrics}");
 
     let out = mesh.meshctl(&["waypoint", "delete", "-n", "ns-b"]);
     assert!(out.status.success(), "{}", text(&out));
