@@ -71,6 +71,30 @@ pub fn http_status(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u1
         .ok_or_else(|| format!("{addr} did not answer HTTP: {text:?}"))
 }
 
+/// The status code and body of `GET <path>` at `addr` (HTTP/1.0: the
+/// server closes when done, which ends the body).
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("{addr} did not answer HTTP: {head:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
 /// Whether something accepts connections at `addr`.
 pub fn accepts(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     TcpStream::connect_timeout(&addr, timeout)

@@ -37,6 +37,8 @@ use super::topology::Topology;
 pub const XDS_PORT: u16 = 15012;
 pub const ISTIOD_HTTP_PORT: u16 = 15014;
 pub const ZTUNNEL_READINESS_PORT: u16 = 15021;
+/// ztunnel's admin API, on the node's loopback.
+pub const ZTUNNEL_ADMIN_PORT: u16 = 15000;
 /// ztunnel's server name check on istiod-lite's certificate.
 pub(super) const ISTIOD_HOSTNAME: &str = "istiod.istio-system.svc";
 
@@ -272,7 +274,7 @@ fn build(
             "--netns-dir".to_owned(),
             dir.node_netns_dir(&node.name).display().to_string(),
             "--admin-addr".to_owned(),
-            "127.0.0.1:15000".to_owned(),
+            format!("127.0.0.1:{ZTUNNEL_ADMIN_PORT}"),
         ];
         args.extend(plan.ztunnel_args.iter().cloned());
         let name = format!("ztunnel/{}", node.name);

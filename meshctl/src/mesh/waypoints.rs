@@ -17,7 +17,8 @@ use super::error::MeshError;
 use super::process::{self, Spawn};
 use super::state::{self, MeshDir, MeshState, write_atomic};
 use super::up::{
-    ISTIOD_HOSTNAME, XDS_PORT, create_dir, create_netns, log_level, spawn, token_path, wait_ready,
+    ISTIOD_HOSTNAME, XDS_PORT, ZTUNNEL_ADMIN_PORT, create_dir, create_netns, log_level, spawn,
+    token_path, wait_ready,
 };
 use super::waypoint::{self as layout, USE_WAYPOINT_LABEL, WAYPOINT_PORTS};
 use super::{binaries, network, objects, probe};
@@ -200,6 +201,13 @@ pub fn delete(
             "namespace `{namespace}` no longer uses it: traffic goes straight to the services again"
         );
     }
+    // The Gateway and Service go before the process: once every ztunnel
+    // has seen them go (the label's removal, written first, is in that
+    // push or an earlier one), nothing sends it traffic any more.
+    remove_file(&dir.config_dir().join(layout::file_name(namespace, name)))?;
+    if let Err(waited) = wait_until_unrouted(&state, namespace, name) {
+        let _ = writeln!(text, "note: {waited}; stopping the waypoint anyway");
+    }
     let pod = state
         .plan
         .remove_waypoint(namespace, name)
@@ -223,7 +231,6 @@ pub fn delete(
         let _ = std::fs::remove_dir_all(&etc);
     }
     state.etc_netns.retain(|path| *path != etc);
-    remove_file(&dir.config_dir().join(layout::file_name(namespace, name)))?;
     write_pods(&dir, &state)?;
     write_hosts_files(&dir, &mut state)?;
     dir.save(&state)?;
@@ -281,6 +288,37 @@ pub fn list(state_dir: &Path, mesh: Option<&str>) -> Result<String, MeshError> {
         );
     }
     Ok(table.render())
+}
+
+/// How long `delete` waits for the ztunnels to drop the waypoint.
+const UNROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until no node's ztunnel holds the waypoint's Service any more
+/// (read from its admin API inside the node's namespace).
+fn wait_until_unrouted(state: &MeshState, namespace: &str, name: &str) -> Result<(), String> {
+    let hostname = format!("\"{name}.{namespace}.svc.cluster.local\"");
+    let admin = SocketAddr::from(([127, 0, 0, 1], ZTUNNEL_ADMIN_PORT));
+    let deadline = std::time::Instant::now() + UNROUTE_TIMEOUT;
+    for node in &state.plan.nodes {
+        loop {
+            let held = probe::in_netns(&node.netns, move || {
+                probe::http_get(admin, "/config_dump", Duration::from_secs(1))
+            })
+            .map(|(code, body)| code != 200 || body.contains(&hostname));
+            match held {
+                Ok(false) => break,
+                Ok(true) | Err(_) if std::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "the ztunnel of {} still held the waypoint after {} s",
+                        node.name,
+                        UNROUTE_TIMEOUT.as_secs()
+                    ));
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_objects(
