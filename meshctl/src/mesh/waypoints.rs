@@ -167,6 +167,16 @@ fn start(dir: &MeshDir, options: &ApplyOptions) -> Result<String, MeshError> {
     );
     if options.enroll_namespace {
         set_use_waypoint(&dir, &mut state, namespace, Some(name))?;
+        // So that the first request after this command goes through it.
+        let vip = state
+            .plan
+            .waypoints()
+            .find(|(p, _)| p.name == pod.name && p.namespace == namespace)
+            .map(|(_, svc)| svc.vip.to_string())
+            .unwrap_or_default();
+        if let Err(waited) = wait_until_routed(&state, namespace, name, &vip) {
+            let _ = writeln!(text, "note: {waited}; it will follow shortly");
+        }
         let _ = writeln!(
             text,
             "namespace `{namespace}` now uses it ({USE_WAYPOINT_LABEL}={name}): its services' traffic goes through the waypoint"
@@ -290,28 +300,35 @@ pub fn list(state_dir: &Path, mesh: Option<&str>) -> Result<String, MeshError> {
     Ok(table.render())
 }
 
-/// How long `delete` waits for the ztunnels to drop the waypoint.
-const UNROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `apply` and `delete` wait for the ztunnels to follow.
+const ZTUNNEL_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Waits until no node's ztunnel holds the waypoint's Service any more
-/// (read from its admin API inside the node's namespace).
-fn wait_until_unrouted(state: &MeshState, namespace: &str, name: &str) -> Result<(), String> {
-    let hostname = format!("\"{name}.{namespace}.svc.cluster.local\"");
+/// Waits until every node's ztunnel holds a config (its admin API's
+/// `/config_dump`, read inside the node's namespace) for which `done`
+/// holds; `what` names the wait in the error.
+fn wait_for_ztunnels(
+    state: &MeshState,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool + Clone + Send + 'static,
+) -> Result<(), String> {
     let admin = SocketAddr::from(([127, 0, 0, 1], ZTUNNEL_ADMIN_PORT));
-    let deadline = std::time::Instant::now() + UNROUTE_TIMEOUT;
+    let deadline = std::time::Instant::now() + ZTUNNEL_SYNC_TIMEOUT;
     for node in &state.plan.nodes {
         loop {
-            let held = probe::in_netns(&node.netns, move || {
-                probe::http_get(admin, "/config_dump", Duration::from_secs(1))
-            })
-            .map(|(code, body)| code != 200 || body.contains(&hostname));
-            match held {
-                Ok(false) => break,
-                Ok(true) | Err(_) if std::time::Instant::now() >= deadline => {
+            let done = done.clone();
+            let reached = probe::in_netns(&node.netns, move || {
+                let (code, body) = probe::http_get(admin, "/config_dump", Duration::from_secs(1))?;
+                let dump: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|e| format!("config_dump is not JSON: {e}"))?;
+                Ok(code == 200 && done(&dump))
+            });
+            match reached {
+                Ok(true) => break,
+                _ if std::time::Instant::now() >= deadline => {
                     return Err(format!(
-                        "the ztunnel of {} still held the waypoint after {} s",
+                        "the ztunnel of {} did not {what} within {} s",
                         node.name,
-                        UNROUTE_TIMEOUT.as_secs()
+                        ZTUNNEL_SYNC_TIMEOUT.as_secs()
                     ));
                 }
                 _ => std::thread::sleep(Duration::from_millis(50)),
@@ -319,6 +336,40 @@ fn wait_until_unrouted(state: &MeshState, namespace: &str, name: &str) -> Result
         }
     }
     Ok(())
+}
+
+fn services(dump: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    dump["services"].as_array().into_iter().flatten()
+}
+
+/// Every node's ztunnel has dropped the waypoint's own Service.
+fn wait_until_unrouted(state: &MeshState, namespace: &str, name: &str) -> Result<(), String> {
+    let hostname = format!("{name}.{namespace}.svc.cluster.local");
+    wait_for_ztunnels(state, "drop the waypoint", move |dump| {
+        !services(dump).any(|svc| svc["hostname"] == hostname.as_str())
+    })
+}
+
+/// Every node's ztunnel sends the namespace's services (but the
+/// waypoint's own) to the waypoint at `vip`.
+fn wait_until_routed(
+    state: &MeshState,
+    namespace: &str,
+    name: &str,
+    vip: &str,
+) -> Result<(), String> {
+    let (namespace, name, vip) = (namespace.to_owned(), name.to_owned(), vip.to_owned());
+    wait_for_ztunnels(
+        state,
+        "route the namespace through the waypoint",
+        move |dump| {
+            services(dump)
+                .filter(|svc| {
+                    svc["namespace"] == namespace.as_str() && svc["name"] != name.as_str()
+                })
+                .all(|svc| svc["waypoint"]["destination"]["Address"]["ip"] == vip.as_str())
+        },
+    )
 }
 
 fn write_objects(
