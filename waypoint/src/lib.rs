@@ -34,6 +34,8 @@
 //!   request.
 //! - `metrics`: Istio's request metrics (`istio_requests_total`, ...) with
 //!   Istio's labels; the pure label building and Envoy's response flags.
+//! - `retry`: which requests may be replayed, the jittered backoff and
+//!   the per-service retry budget, all with time passed in.
 //! - `config`: flags and environment, with Istio's variable names.
 //! - `app`: the composition root and the drain protocol; `main.rs` adds
 //!   only the runtime, logging and signals.
@@ -46,6 +48,7 @@ pub mod located;
 pub mod metrics;
 pub mod normalize;
 pub mod proxy;
+pub mod retry;
 pub mod route;
 pub mod snapshot;
 pub mod xds;

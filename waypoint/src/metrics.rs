@@ -131,6 +131,9 @@ pub enum ResponseFlag {
     UpstreamConnectionTermination,
     /// `UT`: no response head within the route's timeout (504).
     UpstreamTimeout,
+    /// `URX`: the answer of the last attempt, because the rule's retries
+    /// ran out or the retry budget refused one more.
+    UpstreamRetryLimitExceeded,
 }
 
 impl ResponseFlag {
@@ -144,6 +147,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectFailure => "UF",
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::UpstreamTimeout => "UT",
+            ResponseFlag::UpstreamRetryLimitExceeded => "URX",
         }
     }
 }

@@ -177,6 +177,7 @@ fn response_flags_use_envoys_codes() {
         (ResponseFlag::UpstreamConnectFailure, "UF"),
         (ResponseFlag::UpstreamConnectionTermination, "UC"),
         (ResponseFlag::UpstreamTimeout, "UT"),
+        (ResponseFlag::UpstreamRetryLimitExceeded, "URX"),
     ];
     for (flag, code) in codes {
         assert_eq!(flag.code(), code, "{flag:?}");

@@ -50,6 +50,9 @@ pub(crate) struct RequestLog {
     /// Why the waypoint answered itself (denied, no route, upstream down).
     pub(crate) reason: Option<String>,
     pub(crate) flag: ResponseFlag,
+    /// Attempts sent upstream, retries included (0: answered locally
+    /// before any).
+    pub(crate) attempts: u32,
     /// Request body bytes read from the client, shared with [`Counted`].
     pub(crate) bytes_received: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -91,6 +94,7 @@ impl RequestLog {
             grpc_status: None,
             reason: None,
             flag: ResponseFlag::None,
+            attempts: 0,
             bytes_received: Arc::default(),
             metrics,
         }
@@ -117,6 +121,7 @@ impl RequestLog {
             route = self.route.as_deref(),
             response_code = self.status.map(|s| s.as_u16()),
             response_flags = self.flag.code(),
+            upstream.attempts = self.attempts,
             reason = self.reason.as_deref(),
             bytes_sent,
             bytes_recv = bytes_received,

@@ -269,6 +269,7 @@ impl Inner {
             state.endpoints(&downstream.service),
             &downstream.service,
             downstream.port,
+            &[],
         ) else {
             info!(dst.service = %downstream.service.hostname, "TCP passthrough: no healthy endpoint");
             return;

@@ -23,13 +23,18 @@
 //! 4. an endpoint of the backend, round robin over healthy ones (503 when
 //!    none);
 //! 5. one upstream attempt (`upstream`) on a reused connection (503 when
-//!    it fails); the response streams back, with response header filters.
+//!    it fails), or, when the rule retries and the body is kept (`body`),
+//!    attempts to other endpoints within the rule's retries and the
+//!    service's budget (`attempts`); the response streams back, with
+//!    response header filters.
 //!
 //! Each request ends with one access-log event and one sample of Istio's
 //! request metrics (`access_log`, `crate::metrics`), local answers
 //! included.
 
 mod access_log;
+mod attempts;
+mod body;
 mod inbound;
 mod request;
 mod sniff;
@@ -45,6 +50,7 @@ use tokio::sync::watch;
 use workload::StateStore;
 
 use crate::metrics::Metrics;
+use crate::retry::RetryBudgets;
 use crate::snapshot::ConfigStore;
 
 pub use inbound::TlsCache;
@@ -102,6 +108,8 @@ struct Inner {
     identity: Identity,
     network: Arc<str>,
     upstreams: upstream::Upstreams,
+    /// One retry budget per backend service, for the rules that retry.
+    retry_budgets: RetryBudgets,
     tls: TlsCache,
     metrics: Arc<Metrics>,
     /// Counts open tunnels; drain waits for it to reach zero.
@@ -137,6 +145,7 @@ impl Proxy {
                     );
                     upstream::Upstreams::new(pool, connector)
                 },
+                retry_budgets: RetryBudgets::default(),
                 tls: TlsCache::default(),
                 metrics: parts.metrics,
                 open: watch::channel(0).0,

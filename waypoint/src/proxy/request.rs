@@ -18,12 +18,16 @@ use workload::{Service, State, Workload};
 
 use super::Inner;
 use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
+use super::attempts::{Exchange, Outcome, Replay};
+use super::body::{Buffered, UpstreamBody, buffer};
 use crate::authz::{self, L7Request, Verdict};
 use crate::filter;
 use crate::metrics::{ResponseFlag, grpc_status};
 use crate::normalize::normalize_path;
+use crate::retry::REPLAY_BUFFER_LIMIT;
 use crate::route::{
-    Backend, Filter, HeaderModifier, RequestHead, Rule, Selection, ServiceKey, choose_backend,
+    Backend, Filter, HeaderModifier, RequestHead, Retry, Rule, Selection, ServiceKey, Timeouts,
+    choose_backend,
 };
 use crate::snapshot::WaypointConfig;
 
@@ -43,12 +47,14 @@ pub(crate) struct Downstream {
     pub(crate) port: u16,
 }
 
-/// Where a request goes, and how long its attempt may wait for an answer.
+/// Where a request goes, how long it may take and how it is retried.
 struct Target {
     service: Arc<Service>,
     port: u16,
-    /// From the matched rule's `timeouts` (response head within it).
-    deadline: Option<std::time::Duration>,
+    /// The matched rule's `timeouts` (none without a rule).
+    timeouts: Timeouts,
+    /// The matched rule's `retry` (none without a rule: one attempt).
+    retry: Option<Retry>,
 }
 
 /// An answer the waypoint gives itself instead of forwarding.
@@ -89,71 +95,54 @@ impl Inner {
         let Target {
             service,
             port,
-            deadline,
+            timeouts,
+            retry,
         } = match prepared {
             Ok(target) => target,
             Err(reply) => return local(reply, log),
         };
         log.backend = Some(service.clone());
-        let Some(endpoint) =
-            self.upstreams
-                .choose_endpoint(state.endpoints(&service), &service, port)
-        else {
-            let reply = LocalReply::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy upstream\n",
-                format!("no healthy endpoint of {}:{port}", service.hostname),
-            )
-            .flagged(ResponseFlag::NoHealthyUpstream);
-            return local(reply, log);
-        };
-        log.destination = Some(endpoint.workload.clone());
-        log.dst_addr = Some(endpoint.addr);
         prepare_upstream_head(&mut parts, &service, port);
-        let upstream_request =
-            Request::from_parts(parts, Counted::new(body, log.bytes_received.clone()));
-        let certs = self.certs.fetch(&self.identity);
-        let attempt = self.upstreams.send(&endpoint, certs, upstream_request);
-        // Dropping the attempt at the deadline cancels the upstream
-        // request (its stream is reset, or its connection closed).
-        let answered = match deadline {
-            Some(deadline) => match tokio::time::timeout(deadline, attempt).await {
-                Ok(answered) => answered,
-                Err(_) => {
+        self.retry_budgets
+            .record_request(&service.hostname, std::time::Instant::now());
+        let body = Counted::new(body, log.bytes_received.clone());
+        let retry = retry.filter(|r| r.attempts > 0);
+        let exchange = match retry {
+            None => {
+                let request = Request::from_parts(parts, UpstreamBody::streamed_whole(body));
+                self.attempt_once(&state, &service, port, request, timeouts.single_attempt())
+                    .await
+            }
+            Some(retry) => match buffer(body, REPLAY_BUFFER_LIMIT).await {
+                Err(error) => {
                     let reply = LocalReply::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream request timeout\n",
-                        format!("no response within {deadline:?} (the route's timeouts)"),
-                    )
-                    .flagged(ResponseFlag::UpstreamTimeout);
+                        StatusCode::BAD_REQUEST,
+                        "request body failed\n",
+                        format!("reading the request body failed: {error}"),
+                    );
                     return local(reply, log);
                 }
-            },
-            None => attempt.await,
-        };
-        match answered {
-            Ok(response) => {
-                let (mut head, body) = response.into_parts();
-                strip_hop_by_hop(&mut head.headers);
-                for modifier in &response_filters {
-                    filter::apply_header_modifier(modifier, &mut head.headers);
+                // Kept, so replayable whatever the method (see
+                // `retry::is_replayable`).
+                Ok(Buffered::Kept(kept)) => {
+                    let replay = Replay {
+                        head: &parts,
+                        body: kept,
+                        retry: &retry,
+                        timeouts,
+                    };
+                    self.attempt_with_retries(&state, &service, port, replay)
+                        .await
                 }
-                log.status = Some(head.status);
-                // A trailers-only gRPC response carries its status here.
-                log.grpc_status = grpc_status(&head.headers);
-                Response::from_parts(head, Logged::upstream(body, log))
-            }
-            Err(error) => {
-                info!(%error, "upstream request failed");
-                let reply = LocalReply::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream connect error\n",
-                    error.to_string(),
-                )
-                .flagged(error.response_flag());
-                local(reply, log)
-            }
-        }
+                // Streamed, so gone after one attempt, whatever the method.
+                Ok(Buffered::TooLarge(body)) => {
+                    let request = Request::from_parts(parts, body);
+                    self.attempt_once(&state, &service, port, request, timeouts.single_attempt())
+                        .await
+                }
+            },
+        };
+        respond(exchange, &service, port, response_filters, log)
     }
 
     /// Phases 1 to 3: authorization, route, filters, backend. Returns the
@@ -175,7 +164,8 @@ impl Inner {
         let whole_service = Target {
             service: downstream.service.clone(),
             port: downstream.port,
-            deadline: None,
+            timeouts: Timeouts::default(),
+            retry: None,
         };
         let Some(table) = config.routes(&key) else {
             return Ok(whole_service);
@@ -239,7 +229,8 @@ impl Inner {
                     Some(service) => Ok(Target {
                         service,
                         port: target.port,
-                        deadline: rule.timeouts.single_attempt(),
+                        timeouts: rule.timeouts,
+                        retry: rule.retry.clone(),
                     }),
                     None => Err(LocalReply::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -252,6 +243,68 @@ impl Inner {
                     .flagged(ResponseFlag::NoCluster)),
                 }
             }
+        }
+    }
+}
+
+/// The client's answer from the last attempt: the upstream's response
+/// with the response filters, or the waypoint's own 503 or 504. `URX`
+/// marks an answer whose retries ran out.
+fn respond(
+    exchange: Exchange,
+    service: &Service,
+    port: u16,
+    response_filters: Vec<HeaderModifier>,
+    mut log: RequestLog,
+) -> Response<ResponseBody> {
+    log.attempts = exchange.attempts;
+    if let Some(endpoint) = &exchange.endpoint {
+        log.destination = Some(endpoint.workload.clone());
+        log.dst_addr = Some(endpoint.addr);
+    }
+    let exhausted = exchange
+        .retries_exhausted
+        .then_some(ResponseFlag::UpstreamRetryLimitExceeded);
+    match exchange.outcome {
+        Outcome::Answered(response) => {
+            let (mut head, body) = response.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            for modifier in &response_filters {
+                filter::apply_header_modifier(modifier, &mut head.headers);
+            }
+            log.status = Some(head.status);
+            log.flag = exhausted.unwrap_or(ResponseFlag::None);
+            // A trailers-only gRPC response carries its status here.
+            log.grpc_status = grpc_status(&head.headers);
+            Response::from_parts(head, Logged::upstream(body, log))
+        }
+        Outcome::Failed(error) => {
+            info!(%error, attempts = exchange.attempts, "upstream request failed");
+            let reply = LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error\n",
+                error.to_string(),
+            )
+            .flagged(exhausted.unwrap_or(error.response_flag()));
+            local(reply, log)
+        }
+        Outcome::TimedOut(deadline) => {
+            let reply = LocalReply::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream request timeout\n",
+                format!("no response within {deadline:?} (the route's timeouts)"),
+            )
+            .flagged(ResponseFlag::UpstreamTimeout);
+            local(reply, log)
+        }
+        Outcome::NoEndpoint => {
+            let reply = LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream\n",
+                format!("no healthy endpoint of {}:{port}", service.hostname),
+            )
+            .flagged(ResponseFlag::NoHealthyUpstream);
+            local(reply, log)
         }
     }
 }

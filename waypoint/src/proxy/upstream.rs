@@ -13,8 +13,8 @@
 //! identity they were checked against, so that a connection proved to
 //! reach identity A never carries a request meant for B.
 //!
-//! [`Upstreams::send`] is one attempt; retries and timeouts, when they
-//! come, wrap it.
+//! [`Upstreams::send`] is one attempt; retries and timeouts wrap it (see
+//! `attempts`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,11 +34,8 @@ use tracing::debug;
 use workload::{Service, TunnelProtocol, Workload};
 
 use super::CertFuture;
-use super::access_log::Counted;
+pub(crate) use super::body::UpstreamBody;
 use crate::metrics::ResponseFlag;
-
-/// The body the waypoint sends upstream: the client's, streamed.
-pub(crate) type UpstreamBody = Counted<Incoming>;
 
 /// One endpoint chosen for a request.
 #[derive(Debug, Clone)]
@@ -130,15 +127,18 @@ impl Upstreams {
     }
 
     /// Round robin over the healthy endpoints of `service` that serve
-    /// `port`; `None` when there is none.
+    /// `port`, leaving out those at the addresses in `tried` (the earlier
+    /// attempts of a request) unless no other is left; `None` when there
+    /// is none at all.
     pub(crate) fn choose_endpoint<'a>(
         &self,
         endpoints: impl Iterator<Item = &'a Arc<Workload>>,
         service: &Service,
         port: u16,
+        tried: &[SocketAddr],
     ) -> Option<Endpoint> {
         let key = service.key();
-        let candidates: Vec<Endpoint> = endpoints
+        let mut candidates: Vec<Endpoint> = endpoints
             .filter(|w| w.healthy)
             .filter_map(|w| {
                 let target = w.target_port(&key, port)?;
@@ -152,10 +152,20 @@ impl Upstreams {
         if candidates.is_empty() {
             return None;
         }
+        // Envoy's `previous_hosts` predicate: a retry goes elsewhere when
+        // it can, so that one bad endpoint of several is recoverable.
+        if candidates.iter().any(|e| !tried.contains(&e.addr)) {
+            candidates.retain(|e| !tried.contains(&e.addr));
+        }
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         let counter = next.entry(key).or_default();
         let chosen = candidates[*counter % candidates.len()].clone();
-        *counter = counter.wrapping_add(1);
+        // Only first attempts turn the wheel: were retries to turn it
+        // too, with two endpoints every first attempt would land on the
+        // failing one.
+        if tried.is_empty() {
+            *counter = counter.wrapping_add(1);
+        }
         Some(chosen)
     }
 

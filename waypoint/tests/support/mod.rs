@@ -491,7 +491,7 @@ spec:
     yaml
 }
 
-fn pod(ns: &str, name: &str, sa: &str, node: &str, ip: IpAddr, label: &str) -> String {
+pub fn pod(ns: &str, name: &str, sa: &str, node: &str, ip: IpAddr, label: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Pod

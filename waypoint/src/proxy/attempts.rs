@@ -1,0 +1,205 @@
+//! The attempts of one request: one, as the upstream answers it, or, when
+//! the matched rule retries and the body was kept, as many as the rule
+//! and the service's retry budget allow.
+//!
+//! A retry goes to an endpoint not tried yet for the request when there
+//! is one; each attempt waits at most `backendRequest` for its response
+//! head, and the whole exchange, backoff included, at most `request`.
+//! Retriable are the rule's `codes` and a failed or broken connection; a
+//! timed-out attempt is not retried (its deadline was the rule's choice).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::debug;
+use workload::{Service, State};
+
+use super::Inner;
+use super::body::{KeptBody, UpstreamBody};
+use super::upstream::{Endpoint, UpstreamError};
+use crate::retry::{DEFAULT_BACKOFF, backoff};
+use crate::route::{Retry, Timeouts};
+
+/// How the last attempt ended.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Answered(Response<Incoming>),
+    Failed(UpstreamError),
+    /// No response head within this deadline.
+    TimedOut(Duration),
+    /// No healthy endpoint to send to (only before the first attempt).
+    NoEndpoint,
+}
+
+/// The end of the exchange: the last attempt and its endpoint.
+#[derive(Debug)]
+pub(super) struct Exchange {
+    pub(super) outcome: Outcome,
+    pub(super) endpoint: Option<Endpoint>,
+    /// Attempts sent upstream, the first included.
+    pub(super) attempts: u32,
+    /// The outcome was retriable but no retry was left: the rule's
+    /// attempts ran out, or the budget (or the request's deadline)
+    /// refused another.
+    pub(super) retries_exhausted: bool,
+}
+
+/// The request head, kept to build each attempt's request.
+pub(super) struct Replay<'a> {
+    pub(super) head: &'a http::request::Parts,
+    pub(super) body: KeptBody,
+    pub(super) retry: &'a Retry,
+    pub(super) timeouts: Timeouts,
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// One attempt to an endpoint of `service`, as a request without
+    /// retries gets.
+    pub(super) async fn attempt_once(
+        &self,
+        state: &State,
+        service: &Arc<Service>,
+        port: u16,
+        request: Request<UpstreamBody>,
+        deadline: Option<Duration>,
+    ) -> Exchange {
+        let Some(endpoint) =
+            self.upstreams
+                .choose_endpoint(state.endpoints(service), service, port, &[])
+        else {
+            return Exchange::nothing_sent();
+        };
+        let outcome = self.send(&endpoint, request, deadline).await;
+        Exchange {
+            outcome,
+            endpoint: Some(endpoint),
+            attempts: 1,
+            retries_exhausted: false,
+        }
+    }
+
+    /// Attempts until one is not retriable, or the rule's retries, the
+    /// budget or the request's deadline run out.
+    pub(super) async fn attempt_with_retries(
+        &self,
+        state: &State,
+        service: &Arc<Service>,
+        port: u16,
+        replay: Replay<'_>,
+    ) -> Exchange {
+        let whole_deadline = replay.timeouts.request.map(|d| Instant::now() + d);
+        let base = replay.retry.backoff.unwrap_or(DEFAULT_BACKOFF);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut attempts = 0;
+        loop {
+            let Some(endpoint) =
+                self.upstreams
+                    .choose_endpoint(state.endpoints(service), service, port, &tried)
+            else {
+                // Endpoints can vanish between attempts; the answer
+                // being retried is gone by then, so say what is known.
+                return Exchange {
+                    attempts,
+                    ..Exchange::nothing_sent()
+                };
+            };
+            tried.push(endpoint.addr);
+            attempts += 1;
+            let remaining = whole_deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let per_try = match (replay.timeouts.backend_request, remaining) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (one, other) => one.or(other),
+            };
+            let request = rebuild(replay.head, &replay.body);
+            let outcome = self.send(&endpoint, request, per_try).await;
+            let retriable = match &outcome {
+                Outcome::Answered(response) => replay.retry.codes.contains(&response.status()),
+                Outcome::Failed(_) => true,
+                Outcome::TimedOut(_) | Outcome::NoEndpoint => false,
+            };
+            let done = |retries_exhausted| Exchange {
+                outcome,
+                endpoint: Some(endpoint.clone()),
+                attempts,
+                retries_exhausted,
+            };
+            if !retriable {
+                return done(false);
+            }
+            if attempts > replay.retry.attempts {
+                return done(true);
+            }
+            let wait = backoff(base, attempts, fastrand::f64());
+            let out_of_time = whole_deadline.is_some_and(|d| Instant::now() + wait >= d);
+            if out_of_time
+                || !self
+                    .retry_budgets
+                    .try_retry(&service.hostname, std::time::Instant::now())
+            {
+                return done(true);
+            }
+            debug!(
+                upstream.addr = %endpoint.addr,
+                attempt = attempts,
+                backoff = ?wait,
+                "retrying"
+            );
+            // The answer being retried is dropped here, its body unread.
+            drop(done(false));
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt, cancelled at `deadline`: dropping the attempt resets
+    /// its stream, or closes its connection.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        request: Request<UpstreamBody>,
+        deadline: Option<Duration>,
+    ) -> Outcome {
+        let certs = self.certs.fetch(&self.identity);
+        let attempt = self.upstreams.send(endpoint, certs, request);
+        let answered = match deadline {
+            Some(deadline) => match tokio::time::timeout(deadline, attempt).await {
+                Ok(answered) => answered,
+                Err(_) => return Outcome::TimedOut(deadline),
+            },
+            None => attempt.await,
+        };
+        match answered {
+            Ok(response) => Outcome::Answered(response),
+            Err(error) => Outcome::Failed(error),
+        }
+    }
+}
+
+// === impl Exchange ===
+
+impl Exchange {
+    fn nothing_sent() -> Self {
+        Exchange {
+            outcome: Outcome::NoEndpoint,
+            endpoint: None,
+            attempts: 0,
+            retries_exhausted: false,
+        }
+    }
+}
+
+/// A fresh request for one attempt: the prepared head (extensions are
+/// the waypoint's own and stay behind) and a copy of the kept body.
+fn rebuild(head: &http::request::Parts, body: &KeptBody) -> Request<UpstreamBody> {
+    let mut request = Request::new(UpstreamBody::replay(body));
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = head.uri.clone();
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers.clone();
+    request
+}
