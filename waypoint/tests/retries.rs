@@ -235,7 +235,7 @@ async fn a_503_is_retried_on_the_other_endpoint() {
     let (mesh, [good, failing]) = flaky_mesh(40, [200, 503]).await;
     let mut sender = client(&mesh).await;
     for n in 0..100 {
-        let status = send(&mut sender, "GET", &format!("/{n}"), empty()).await;
+        let status = send(&mut sender, "GET", &format!("/retry-{n}"), empty()).await;
         assert_eq!(status, 200, "request {n}");
     }
     assert_eq!(good.requests(), 100);
@@ -247,8 +247,13 @@ async fn a_503_is_retried_on_the_other_endpoint() {
         (40..=60).contains(&retried),
         "{retried} first attempts failed"
     );
-    let twice =
-        support::wait_for_events(retried, &["request complete", "upstream.attempts=2 "]).await;
+    // Only this test's paths: the capture is process-wide, and the budget
+    // test beside it makes two-attempt requests too.
+    let twice = support::wait_for_events(
+        retried,
+        &["request complete", "path=/retry-", "upstream.attempts=2 "],
+    )
+    .await;
     assert_eq!(twice.len(), retried);
 }
 
@@ -259,7 +264,7 @@ async fn the_budget_caps_retries_when_every_endpoint_fails() {
     let started = std::time::Instant::now();
     let requests = 300;
     for n in 0..requests {
-        let status = send(&mut sender, "GET", &format!("/{n}"), empty()).await;
+        let status = send(&mut sender, "GET", &format!("/budget-{n}"), empty()).await;
         assert_eq!(status, 503, "request {n}");
     }
     let elapsed = started.elapsed();
@@ -279,11 +284,13 @@ async fn the_budget_caps_retries_when_every_endpoint_fails() {
     // floor alone allows 100 retries, and they were used.
     assert!(retries >= 100, "only {retries} retries");
     // Every answer is the backend's 503 whose retries ran out or were
-    // refused.
+    // refused. The capture is process-wide and the other tests of this
+    // file run alongside, so only this test's paths count.
     let urx = support::wait_for_events(
         requests,
         &[
             "request complete",
+            "path=/budget-",
             "response_code=503",
             "response_flags=\"URX\"",
         ],
