@@ -11,9 +11,8 @@ use std::sync::Arc;
 use proto::discovery::Resource;
 use proto::waypoint as pb;
 use proto::{ADDRESS_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL};
-use tracing::{debug, warn};
 use workload::StateStore;
-use workload::handler::{StateHandler, decode_all};
+use workload::handler::{StateHandler, decode_all, finish, unused_type};
 use xds::{Rejection, ResourceHandler};
 
 use crate::snapshot::{ConfigStore, Rejected};
@@ -67,34 +66,9 @@ impl ResourceHandler for WaypointHandler {
                 self.config
                     .update(|config| config.apply_authorization(decoded, &removals))
             }
-            other => {
-                // Never subscribed; a server that sends it anyway gets it
-                // back as rejected rather than silently lost.
-                warn!(
-                    type_url = other,
-                    "response of a type the waypoint does not use"
-                );
-                return Err(upserts
-                    .into_iter()
-                    .map(|r| Rejection {
-                        name: r.name,
-                        reason: format!("the waypoint does not use type {other}"),
-                    })
-                    .collect());
-            }
+            other => return Err(unused_type(other, upserts, "the waypoint")),
         };
-        rejected.extend(converted.into_iter().map(rejection));
-        debug!(
-            type_url,
-            removals = removals.len(),
-            rejected = rejected.len(),
-            "applied"
-        );
-        if rejected.is_empty() {
-            Ok(())
-        } else {
-            Err(rejected)
-        }
+        finish(type_url, removals.len(), rejected, converted, rejection)
     }
 }
 

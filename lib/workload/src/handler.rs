@@ -54,34 +54,40 @@ impl ResourceHandler for StateHandler {
                 self.store
                     .update(|state| state.apply_policies(decoded, &removals))
             }
-            other => {
-                // We never subscribe to other types; a server that sends one
-                // anyway gets it back as rejected rather than silently lost.
-                warn!(
-                    type_url = other,
-                    "response of a type this handler does not use"
-                );
-                return Err(upserts
-                    .into_iter()
-                    .map(|r| Rejection {
-                        name: r.name,
-                        reason: format!("the workload state does not use type {other}"),
-                    })
-                    .collect());
-            }
+            other => return Err(unused_type(other, upserts, "the workload state")),
         };
-        rejected.extend(converted.into_iter().map(rejection));
-        debug!(
-            type_url,
-            removals = removals.len(),
-            rejected = rejected.len(),
-            "applied"
-        );
-        if rejected.is_empty() {
-            Ok(())
-        } else {
-            Err(rejected)
-        }
+        finish(type_url, removals.len(), rejected, converted, rejection)
+    }
+}
+
+/// The rejection of a whole response of a type `who` never subscribed to:
+/// sent back rather than silently lost.
+pub fn unused_type(type_url: &str, upserts: Vec<Resource>, who: &str) -> Vec<Rejection> {
+    warn!(type_url, "response of a type {who} does not use");
+    upserts
+        .into_iter()
+        .map(|r| Rejection {
+            name: r.name,
+            reason: format!("{who} does not use type {type_url}"),
+        })
+        .collect()
+}
+
+/// Ends a handler's `apply`: the decoding rejections plus the conversion
+/// errors of what was applied, logged.
+pub fn finish<E>(
+    type_url: &str,
+    removals: usize,
+    mut rejected: Vec<Rejection>,
+    converted: Vec<E>,
+    to_rejection: impl Fn(E) -> Rejection,
+) -> Result<(), Vec<Rejection>> {
+    rejected.extend(converted.into_iter().map(to_rejection));
+    debug!(type_url, removals, rejected = rejected.len(), "applied");
+    if rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(rejected)
     }
 }
 
