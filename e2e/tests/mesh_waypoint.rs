@@ -93,6 +93,31 @@ fn answered_by(body: &str) -> String {
         .unwrap_or_else(|| format!("<not echo-http: {body}>"))
 }
 
+/// Applies, under `name`, an HTTPRoute on Service b's port 8080 with these
+/// `rules` (YAML list items at the `rules:` indentation).
+fn route_b(mesh: &Mesh, name: &str, rules: &str) {
+    let yaml = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: b, namespace: ns-b}}\nspec:\n  \
+         parentRefs: [{{group: \"\", kind: Service, name: b, port: 8080}}]\n  rules:\n{rules}"
+    );
+    mesh.apply(name, &yaml);
+}
+
+/// Waits until a request from a with `header` is answered by `pod`: a
+/// route arrives whole, so once its probe rule answers, all of it is in
+/// force.
+fn wait_answered_by(mesh: &Mesh, header: &str, pod: &str) {
+    let what = format!("requests with {header} are answered by {pod}");
+    eventually(&what, Duration::from_secs(10), || {
+        let (_, body) = request(mesh, "a", "GET", "http://b.ns-b:8080/", &[header]);
+        match answered_by(&body) {
+            answered if answered == pod => Ok(()),
+            other => Err(other),
+        }
+    });
+}
+
 #[test]
 fn w01_traffic_goes_through_the_waypoint_until_it_is_removed() {
     if !can_run() {
@@ -173,27 +198,16 @@ fn w02_a_header_route_sends_requests_to_v2_and_the_rest_to_v1() {
     }
     let mesh = Mesh::up(&topology("e2e-w02"));
     deploy_waypoint(&mesh);
-    mesh.apply(
+    route_b(
+        &mesh,
         "route",
         r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: b, namespace: ns-b}
-spec:
-  parentRefs: [{group: "", kind: Service, name: b, port: 8080}]
-  rules:
   - matches: [{headers: [{name: x-version, value: v2}]}]
     backendRefs: [{name: b-v2, port: 8080}]
   - backendRefs: [{name: b-v1, port: 8080}]
 "#,
     );
-    eventually("the route is in force", Duration::from_secs(10), || {
-        let (_, body) = request(&mesh, "a", "GET", "http://b.ns-b:8080/", &["x-version: v2"]);
-        match answered_by(&body).as_str() {
-            "b-v2" => Ok(()),
-            other => Err(other.to_owned()),
-        }
-    });
+    wait_answered_by(&mesh, "x-version: v2", "b-v2");
     for _ in 0..5 {
         let (code, body) = request(&mesh, "a", "GET", "http://b.ns-b:8080/", &["x-version: v2"]);
         assert_eq!((code, answered_by(&body).as_str()), (200, "b-v2"));
@@ -252,15 +266,10 @@ fn w04_a_90_10_canary_splits_1000_requests_within_5_points() {
     let mesh = Mesh::up(&topology("e2e-w04"));
     deploy_waypoint(&mesh);
     // The probe rule tells when the resource is in force: it arrives whole.
-    mesh.apply(
+    route_b(
+        &mesh,
         "canary",
         r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: b, namespace: ns-b}
-spec:
-  parentRefs: [{group: "", kind: Service, name: b, port: 8080}]
-  rules:
   - matches: [{headers: [{name: x-probe, value: canary}]}]
     backendRefs: [{name: b-v2, port: 8080}]
   - backendRefs:
@@ -268,23 +277,7 @@ spec:
     - {name: b-v2, port: 8080, weight: 10}
 "#,
     );
-    eventually(
-        "the canary route is in force",
-        Duration::from_secs(10),
-        || {
-            let (_, body) = request(
-                &mesh,
-                "a",
-                "GET",
-                "http://b.ns-b:8080/",
-                &["x-probe: canary"],
-            );
-            match answered_by(&body).as_str() {
-                "b-v2" => Ok(()),
-                other => Err(other.to_owned()),
-            }
-        },
-    );
+    wait_answered_by(&mesh, "x-probe: canary", "b-v2");
     let out = mesh.exec(
         "a",
         &[
@@ -320,15 +313,10 @@ fn w05_a_request_timeout_answers_504_in_time() {
     }
     let mesh = Mesh::up(&topology("e2e-w05"));
     deploy_waypoint(&mesh);
-    mesh.apply(
+    route_b(
+        &mesh,
         "timeout",
         r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: b, namespace: ns-b}
-spec:
-  parentRefs: [{group: "", kind: Service, name: b, port: 8080}]
-  rules:
   - backendRefs: [{name: b, port: 8080}]
     timeouts: {request: 500ms}
 "#,
