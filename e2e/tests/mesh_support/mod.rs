@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod waypoint;
+
 /// The two-node topology most scenarios share, for mesh `name`:
 /// - `ns-a/a` on node-a and `ns-b/b` on node-b, both enrolled; `a` serves
 ///   HTTP on 8080, `b` HTTP on 8080 and TCP echo on 9000;
