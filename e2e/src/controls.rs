@@ -82,6 +82,17 @@ impl Controls {
         })
     }
 
+    /// These controls, with each one the request left unset taken from
+    /// `defaults` (the server's own flags), so that one pod can play a
+    /// broken endpoint while a request can still ask for something else.
+    pub fn or(self, defaults: Controls) -> Controls {
+        Controls {
+            status: self.status.or(defaults.status),
+            delay: self.delay.or(defaults.delay),
+            fail: self.fail.or(defaults.fail),
+        }
+    }
+
     /// The status to answer, given `roll`, a random number in `[0, 1)`
     /// drawn per request: with `fail = f` the request fails when
     /// `roll < f`, so `fail=1` always fails and `fail=0` never does.
@@ -213,7 +224,8 @@ fn parse_status(value: &str) -> Result<StatusCode, String> {
     StatusCode::from_u16(code).map_err(|_| wrong())
 }
 
-fn parse_fail(value: &str) -> Result<f64, String> {
+/// A `fail` fraction, from a request or from echo-http's `--fail`.
+pub fn parse_fail(value: &str) -> Result<f64, String> {
     let wrong = || {
         format!(
             "`{value}` is not a fraction from 0 to 1: write it like 0.1 to fail one request in ten"

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use e2e::controls::parse_fail;
 use e2e::duration::parse_duration;
 use e2e::echo_http::{self, Config, Upstream, UpstreamUrlError};
 use tracing::error;
@@ -55,6 +56,11 @@ struct Args {
     /// shows as the backend's 502 rather than the frontend's timeout.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     upstream_timeout: Duration,
+    /// Answer this fraction of requests (0 to 1) with 503, unless a request
+    /// sets `fail` itself: `--fail 1` makes this pod the broken endpoint of
+    /// its service.
+    #[arg(long, value_parser = parse_fail)]
+    fail: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.drain_timeout = args.drain_timeout;
     config.upstreams = args.upstreams.into_iter().flatten().collect();
     config.upstream_timeout = args.upstream_timeout;
+    config.defaults.fail = args.fail;
     e2e::signal::serve_until_signal(args.listen, |listener, stop| {
         echo_http::serve(listener, config, stop)
     })?;

@@ -158,3 +158,24 @@ fn a_control_given_twice_is_refused() {
         (Parameter::Fail, Origin::Header)
     );
 }
+
+#[test]
+fn the_servers_defaults_fill_only_what_the_request_left_unset() {
+    let defaults = Controls {
+        fail: Some(1.0),
+        ..Controls::default()
+    };
+    let plain = from_query("").unwrap().or(defaults);
+    assert_eq!(plain.answer(0.99).status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // A request that sets `fail` itself overrides the server's.
+    let asked = from_query("fail=0").unwrap().or(defaults);
+    assert_eq!(asked.fail, Some(0.0));
+    assert_eq!(asked.answer(0.0).status, StatusCode::OK);
+
+    let slow = from_query("delay=1s").unwrap().or(defaults);
+    assert_eq!(
+        (slow.delay, slow.fail),
+        (Some(Duration::from_secs(1)), Some(1.0))
+    );
+}

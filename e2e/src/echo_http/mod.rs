@@ -89,6 +89,10 @@ pub struct Config {
     /// chain, each hop needs more than the hop below it, or a slow database
     /// shows as the frontend's timeout instead of the backend's 502.
     pub upstream_timeout: Duration,
+    /// What a request gets for each control it does not set itself: the
+    /// server's `--fail`, so that one endpoint of a service can be the
+    /// failing one.
+    pub defaults: Controls,
 }
 
 /// Why [`Config::new`] refused a name.
@@ -122,6 +126,7 @@ impl Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             upstreams: Vec::new(),
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            defaults: Controls::default(),
         })
     }
 
@@ -238,7 +243,7 @@ async fn handle(
         }
     };
     let controls = match Controls::parse(head.uri.query(), &head.headers) {
-        Ok(controls) => controls,
+        Ok(controls) => controls.or(config.defaults),
         Err(error) => {
             debug!(%error, "refused a bad control");
             let report = ErrorReport::control(&config.pod, &config.version, &error);
