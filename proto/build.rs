@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "envoy/service/discovery/v3/ads.proto",
     "google/rpc/status.proto",
     "mesh/waypoint/v1/waypoint.proto",
+    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

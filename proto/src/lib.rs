@@ -28,7 +28,13 @@
 //! - [`waypoint`]: `mesh.waypoint.v1`, ours: the `WaypointRoutes` resource
 //!   (a service port's `HTTPRoute`s, resolved by the control plane) and the
 //!   `WaypointAuthorization` resource (a service's L7
-//!   `AuthorizationPolicy`s).
+//!   `AuthorizationPolicy`s), and the `WaypointFaults` resource (a
+//!   service's fault injection from `VirtualService`s).
+//! - [`otlp`]: `opentelemetry.proto.*`, the OTLP trace model
+//!   ([`otlp::trace`], [`otlp::common`], [`otlp::resource`]) and the
+//!   collector's `TraceService` with client and server
+//!   ([`otlp::collector`]), as Jaeger and the OpenTelemetry Collector
+//!   serve it on 4317.
 //!
 //! Well-known types (`Any`, `Struct`, `Duration`, `Empty`, wrappers) are
 //! [`prost_types`]'s. Every message implements [`prost::Name`], so
@@ -52,6 +58,9 @@ pub const WAYPOINT_ROUTES_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1
 pub const WAYPOINT_AUTHORIZATION_TYPE_URL: &str =
     "type.googleapis.com/mesh.waypoint.v1.WaypointAuthorization";
 
+/// Type URL of [`waypoint::WaypointFaults`] on the discovery stream.
+pub const WAYPOINT_FAULTS_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.WaypointFaults";
+
 pub use generated::envoy::config::core::v3 as core;
 pub use generated::envoy::service::discovery::v3 as discovery;
 pub use generated::google::rpc;
@@ -59,6 +68,14 @@ pub use generated::istio::security;
 pub use generated::istio::v1::auth as ca;
 pub use generated::istio::workload;
 pub use generated::mesh::waypoint::v1 as waypoint;
+
+/// OTLP, grouped as the OpenTelemetry packages are.
+pub mod otlp {
+    pub use super::generated::opentelemetry::proto::collector::trace::v1 as collector;
+    pub use super::generated::opentelemetry::proto::common::v1 as common;
+    pub use super::generated::opentelemetry::proto::resource::v1 as resource;
+    pub use super::generated::opentelemetry::proto::trace::v1 as trace;
+}
 
 /// The generated code, nested by protobuf package because prost refers to
 /// other packages with relative `super::` paths. Re-exported above under
@@ -107,6 +124,32 @@ mod generated {
         pub mod waypoint {
             pub mod v1 {
                 tonic::include_proto!("mesh.waypoint.v1");
+            }
+        }
+    }
+    pub mod opentelemetry {
+        pub mod proto {
+            pub mod collector {
+                pub mod trace {
+                    pub mod v1 {
+                        tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+                    }
+                }
+            }
+            pub mod common {
+                pub mod v1 {
+                    tonic::include_proto!("opentelemetry.proto.common.v1");
+                }
+            }
+            pub mod resource {
+                pub mod v1 {
+                    tonic::include_proto!("opentelemetry.proto.resource.v1");
+                }
+            }
+            pub mod trace {
+                pub mod v1 {
+                    tonic::include_proto!("opentelemetry.proto.trace.v1");
+                }
             }
         }
     }

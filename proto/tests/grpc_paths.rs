@@ -7,14 +7,18 @@
 //! `service IstioCertificateService { rpc CreateCertificate }`) and
 //! envoyproxy/envoy api/envoy/service/discovery/v3/ads.proto
 //! (`package envoy.service.discovery.v3;`,
-//! `service AggregatedDiscoveryService { rpc DeltaAggregatedResources }`).
+//! `service AggregatedDiscoveryService { rpc DeltaAggregatedResources }`),
+//! open-telemetry/opentelemetry-proto
+//! opentelemetry/proto/collector/trace/v1/trace_service.proto
+//! (`package opentelemetry.proto.collector.trace.v1;`,
+//! `service TraceService { rpc Export }`).
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use proto::{ca, discovery};
+use proto::{ca, discovery, otlp};
 use tonic::body::Body;
 use tonic::codegen::{Service, http, tokio_stream};
 
@@ -85,6 +89,24 @@ async fn ads_client_calls_the_upstream_delta_method_path() {
     );
 }
 
+#[tokio::test]
+async fn otlp_trace_client_calls_the_collector_method_path() {
+    let channel = RecordingChannel::default();
+    let mut client =
+        otlp::collector::trace_service_client::TraceServiceClient::new(channel.clone());
+
+    let status = client
+        .export(otlp::collector::ExportTraceServiceRequest::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        *channel.paths.lock().unwrap(),
+        ["/opentelemetry.proto.collector.trace.v1.TraceService/Export"]
+    );
+}
+
 #[test]
 fn servers_route_on_the_upstream_service_names() {
     assert_eq!(
@@ -94,5 +116,9 @@ fn servers_route_on_the_upstream_service_names() {
     assert_eq!(
         discovery::aggregated_discovery_service_server::SERVICE_NAME,
         "envoy.service.discovery.v3.AggregatedDiscoveryService"
+    );
+    assert_eq!(
+        otlp::collector::trace_service_server::SERVICE_NAME,
+        "opentelemetry.proto.collector.trace.v1.TraceService"
     );
 }
