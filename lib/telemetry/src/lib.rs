@@ -1,5 +1,5 @@
-//! Logging and the small HTTP servers (admin, metrics, readiness) shared by
-//! every binary of the mesh.
+//! Logging, the small HTTP servers (admin, metrics, readiness) and OTLP
+//! span export shared by every binary of the mesh.
 //!
 //! This crate must never sit on a data path's critical section: a log line
 //! or a status page never takes a lock the data path holds, and the servers
@@ -12,6 +12,9 @@
 //!   out) over HTTP/1.1 until a shutdown signal; helpers for JSON and text.
 //! - `logging`: install the global subscriber with a filter that `/logging`
 //!   can change while running.
+//! - `otlp`: finished spans queued without waiting and exported in batches
+//!   to an OTLP/gRPC collector by a background task.
 
 pub mod http;
 pub mod logging;
+pub mod otlp;
