@@ -1,5 +1,5 @@
 //! The mesh's own sample apps, which the end-to-end scenarios run inside
-//! pods: two servers that say who they are and do what each request asks,
+//! pods: three servers that say who they are and do what each request asks,
 //! and a client that turns a burst of traffic into numbers a test can
 //! assert on.
 //!
@@ -15,11 +15,15 @@
 //!   is `body`, so a chain frontend -> backend -> database nests report in
 //!   report. A failed upstream makes the answer 502 unless the request asks
 //!   for a status.
+//! - `echo-grpc` serves the gRPC `mesh.sample.v1.Echo` service (HTTP/2
+//!   cleartext): each call's reply says who answered, and request metadata
+//!   can ask for an error status and message, or a delay.
 //! - `echo-tcp` echoes bytes until the client half-closes, after an optional
 //!   banner that names the pod.
-//! - `traffic http|tcp` sends N requests or echo connections and prints a
-//!   summary (statuses, errors, who answered, latency percentiles), as text
-//!   or JSON; its exit code says whether everything succeeded.
+//! - `traffic http|grpc|tcp` sends N requests, unary calls or echo
+//!   connections and prints a summary (statuses, errors, who answered,
+//!   latency percentiles), as text or JSON; its exit code says whether
+//!   everything succeeded.
 //!
 //! The binaries (`src/bin/`) parse flags, install logging and signal
 //! handlers, and bind; everything else is this library, so that tests run
@@ -34,9 +38,15 @@
 //!     the answer once the upstreams are called.
 //!   - [`echo_http::call`]: calling the upstreams (resolve, connect, GET or
 //!     line exchange, deadline).
+//! - [`echo_grpc`]: the gRPC server, [`echo_grpc::serve`].
+//!   - [`echo_grpc::controls`]: pure: a call's metadata to the status,
+//!     message and delay it asks for.
+//! - [`sample`]: the generated `mesh.sample.v1` messages, client and server
+//!   (`proto/mesh/sample/v1/echo.proto`, compiled by `build.rs`).
+//! - [`grpc_code`]: pure: gRPC status codes by name.
 //! - [`echo_tcp`]: the TCP echo server, [`echo_tcp::serve`].
-//! - [`traffic`]: the client's two modes, [`traffic::http`] and
-//!   [`traffic::tcp`], each a run that returns a [`summary::Summary`].
+//! - [`traffic`]: the client's three modes, [`traffic::http`],
+//!   [`traffic::grpc`] and [`traffic::tcp`], each a run that returns a [`summary::Summary`].
 //! - [`controls`]: pure: a request's query and headers to
 //!   [`controls::Controls`] (status, delay, fail), and the answer they pick.
 //! - [`summary`]: pure: outcomes to counts and latency percentiles
@@ -49,9 +59,18 @@
 pub mod body;
 pub mod controls;
 pub mod duration;
+pub mod echo_grpc;
 pub mod echo_http;
 pub mod echo_tcp;
+pub mod grpc_code;
 pub mod logging;
 pub mod signal;
 pub mod summary;
 pub mod traffic;
+
+/// `mesh.sample.v1`, generated: the lints are relaxed for code that is not
+/// ours to restyle.
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod sample {
+    tonic::include_proto!("mesh.sample.v1");
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::{format_millis, millis};
+use crate::grpc_code::name_of_number;
 
 /// What was sent: the nouns of the summary follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +18,8 @@ use crate::duration::{format_millis, millis};
 pub enum Protocol {
     /// One attempt is one HTTP request.
     Http,
+    /// One attempt is one unary gRPC call.
+    Grpc,
     /// One attempt is one TCP connection that echoes a payload.
     Tcp,
 }
@@ -24,8 +27,9 @@ pub enum Protocol {
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The server answered: over HTTP with `status` (any code), over TCP
-    /// (`status` is `None`) with an exact echo of the payload.
+    /// The server answered: over HTTP with `status` (any code), over gRPC
+    /// with `status` the gRPC status code (0 is `OK`), over TCP (`status`
+    /// is `None`) with an exact echo of the payload.
     Answered {
         status: Option<u16>,
         /// Who answered, when the server says so: echo-http's `x-echo-pod`
@@ -55,10 +59,16 @@ pub struct Summary {
     pub protocol: Protocol,
     /// Requests (HTTP) or connections (TCP) attempted.
     pub attempts: u64,
-    /// Attempts that succeeded: a 2xx answer, or a correct echo.
+    /// Attempts that succeeded: a 2xx answer, an `OK` call, or a correct
+    /// echo.
     pub succeeded: u64,
-    /// HTTP answers by status code; empty for TCP.
+    /// HTTP answers by status code, gRPC answers by gRPC status code; empty
+    /// for TCP.
     pub statuses: BTreeMap<u16, u64>,
+    /// gRPC answers by status name (`OK`, `UNAVAILABLE`), the same counts as
+    /// `statuses`, for people and tests to read; empty unless gRPC.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grpc_statuses: BTreeMap<String, u64>,
     /// Attempts with no answer (or a wrong echo).
     pub errors: u64,
     /// The errors by cause.
@@ -74,6 +84,15 @@ pub struct Summary {
 // === impl Outcome ===
 
 impl Outcome {
+    /// Whether the attempt succeeded over `protocol`: `OK` for gRPC, else
+    /// as [`Outcome::is_success`].
+    pub fn is_success_over(&self, protocol: Protocol) -> bool {
+        match (protocol, self) {
+            (Protocol::Grpc, Outcome::Answered { status, .. }) => *status == Some(0),
+            _ => self.is_success(),
+        }
+    }
+
     /// A 2xx answer, or (TCP) a correct echo.
     pub fn is_success(&self) -> bool {
         match self {
@@ -126,6 +145,7 @@ impl Summary {
             attempts: outcomes.len() as u64,
             succeeded: 0,
             statuses: BTreeMap::new(),
+            grpc_statuses: BTreeMap::new(),
             errors: 0,
             error_reasons: BTreeMap::new(),
             servers: BTreeMap::new(),
@@ -134,7 +154,7 @@ impl Summary {
         };
         let mut latencies = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
-            if outcome.is_success() {
+            if outcome.is_success_over(protocol) {
                 summary.succeeded += 1;
             }
             match outcome {
@@ -145,6 +165,11 @@ impl Summary {
                 } => {
                     if let Some(code) = status {
                         *summary.statuses.entry(*code).or_default() += 1;
+                        if protocol == Protocol::Grpc {
+                            let name = name_of_number(*code)
+                                .map_or_else(|| format!("code {code}"), str::to_owned);
+                            *summary.grpc_statuses.entry(name).or_default() += 1;
+                        }
                     }
                     if let Some(server) = server {
                         *summary.servers.entry(server.clone()).or_default() += 1;
@@ -177,6 +202,8 @@ impl Summary {
         match (self.protocol, self.attempts) {
             (Protocol::Http, 1) => "request",
             (Protocol::Http, _) => "requests",
+            (Protocol::Grpc, 1) => "call",
+            (Protocol::Grpc, _) => "calls",
             (Protocol::Tcp, 1) => "connection",
             (Protocol::Tcp, _) => "connections",
         }
@@ -195,8 +222,14 @@ impl Summary {
             self.succeeded,
             self.unsuccessful(),
         );
-        if self.protocol == Protocol::Http {
-            let _ = writeln!(text, "status   {}", counts(&self.statuses));
+        match self.protocol {
+            Protocol::Http => {
+                let _ = writeln!(text, "status   {}", counts(&self.statuses));
+            }
+            Protocol::Grpc => {
+                let _ = writeln!(text, "status   {}", counts(&self.grpc_statuses));
+            }
+            Protocol::Tcp => {}
         }
         let _ = writeln!(text, "errors   {}", counts(&self.error_reasons));
         if !self.servers.is_empty() {

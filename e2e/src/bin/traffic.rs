@@ -1,8 +1,8 @@
 //! `traffic`: flags, the runtime, printing and the exit code; the runs are
 //! `e2e::traffic`.
 //!
-//! Exit codes: 0 when every request got a 2xx (every connection a correct
-//! echo), or with `--allow-errors`; 1 otherwise; 2 for a usage error
+//! Exit codes: 0 when every request got a 2xx (every call `OK`, every
+//! connection a correct echo), or with `--allow-errors`; 1 otherwise; 2 for a usage error
 //! (clap's). The summary goes to stdout either way, the verdict to stderr.
 
 // The one place this crate prints: the summary is the point of the command.
@@ -16,7 +16,9 @@ use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use e2e::duration::parse_duration;
 use e2e::summary::Summary;
-use e2e::traffic::{HttpRun, HttpTarget, TcpRun, TcpTarget};
+use e2e::traffic::grpc::parse_metadata;
+use e2e::traffic::{GrpcRun, GrpcTarget, HttpRun, HttpTarget, TcpRun, TcpTarget};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 /// A small traffic client for mesh tests: sends requests or echo
 /// connections and summarizes statuses, errors, who answered and latency.
@@ -52,6 +54,30 @@ enum Mode {
         #[arg(short = 'c', long, default_value_t = 1,
               value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
         concurrency: usize,
+    },
+    /// Unary calls to echo-grpc (mesh.sample.v1.Echo/Echo) over HTTP/2
+    /// cleartext, with one connection per worker. Every gRPC status counts
+    /// as an answer; only OK succeeds.
+    Grpc {
+        /// The server, as host:port (or http://host:port).
+        #[arg(value_parser = GrpcTarget::parse)]
+        target: GrpcTarget,
+        /// How many calls in all.
+        #[arg(short = 'n', long = "calls", default_value_t = 1,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        calls: u64,
+        /// How many at a time (workers, each with its own connection).
+        #[arg(short = 'c', long, default_value_t = 1,
+              value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
+        concurrency: usize,
+        /// The message each call sends (echo-grpc echoes it).
+        #[arg(long, default_value = "hello")]
+        message: String,
+        /// Metadata sent with every call, as name=value; repeatable.
+        /// `x-echo-grpc-status=14` and `x-echo-grpc-message=...` make
+        /// echo-grpc answer that status.
+        #[arg(long = "metadata", value_name = "NAME=VALUE", value_parser = parse_metadata)]
+        metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     },
     /// Echo random bytes through a TCP echo server, one connection after
     /// another, and check that they come back.
@@ -109,6 +135,23 @@ fn run(cli: &Cli) -> anyhow::Result<Summary> {
                 };
                 run.run().await
             }
+            Mode::Grpc {
+                target,
+                calls,
+                concurrency,
+                message,
+                metadata,
+            } => {
+                let run = GrpcRun {
+                    target: target.clone(),
+                    calls: *calls,
+                    concurrency: *concurrency,
+                    timeout: cli.timeout,
+                    message: message.clone(),
+                    metadata: metadata.clone(),
+                };
+                run.run().await
+            }
             Mode::Tcp {
                 addr,
                 connections,
@@ -140,6 +183,7 @@ fn verdict(summary: &Summary, allow_errors: bool) -> ExitCode {
     }
     let what = match summary.protocol {
         e2e::summary::Protocol::Http => "got no 2xx answer",
+        e2e::summary::Protocol::Grpc => "got no OK",
         e2e::summary::Protocol::Tcp => "got no correct echo",
     };
     eprintln!(

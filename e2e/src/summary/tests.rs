@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Latency, Outcome, Protocol, Summary, percentile};
@@ -195,4 +196,41 @@ fn json_round_trips() {
     assert_eq!(json["latency"]["p99_ms"], 1.0);
     let back: Summary = serde_json::from_value(json).unwrap();
     assert_eq!(back, summary);
+}
+
+#[test]
+fn grpc_succeeds_only_with_ok_and_counts_status_names() {
+    let outcomes = [
+        answered(0, Some("b-v1"), 1),
+        answered(14, Some("b-v2"), 2),
+        answered(200, None, 3),
+        failed("connect: connection refused"),
+    ];
+    let summary = Summary::new(Protocol::Grpc, &outcomes, ms(250));
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(
+        summary.statuses,
+        BTreeMap::from([(0, 1), (14, 1), (200, 1)])
+    );
+    assert_eq!(
+        summary.grpc_statuses,
+        BTreeMap::from([
+            ("OK".to_owned(), 1),
+            ("UNAVAILABLE".to_owned(), 1),
+            // Not a gRPC code: said so rather than dropped.
+            ("code 200".to_owned(), 1),
+        ])
+    );
+    assert_eq!(
+        summary.render_text().lines().take(2).collect::<Vec<_>>(),
+        [
+            "4 calls in 0.25s: 1 succeeded, 3 did not",
+            "status   OK x 1, UNAVAILABLE x 1, code 200 x 1",
+        ]
+    );
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!(json["protocol"], "grpc");
+    assert_eq!(json["grpc_statuses"]["UNAVAILABLE"], 1);
+    let http = serde_json::to_value(Summary::new(Protocol::Http, &outcomes, ms(1))).unwrap();
+    assert!(http.get("grpc_statuses").is_none(), "{http}");
 }

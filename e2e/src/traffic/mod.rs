@@ -8,15 +8,20 @@
 //!
 //! - [`http`]: `traffic http`: GET requests over HTTP/1.1, one keep-alive
 //!   connection per worker.
+//! - [`grpc`]: `traffic grpc`: unary calls to echo-grpc over HTTP/2
+//!   cleartext, one channel (connection) per worker; every gRPC status is
+//!   an answer, counted by name.
 //! - [`tcp`]: `traffic tcp`: sequential connections that each echo a
 //!   random payload through echo-tcp and check it.
 
+pub mod grpc;
 pub mod http;
 pub mod tcp;
 
 use std::error::Error;
 use std::io;
 
+pub use self::grpc::{GrpcRun, GrpcTarget};
 pub use self::http::{HttpRun, HttpTarget};
 pub use self::tcp::{TcpRun, TcpTarget};
 
@@ -28,7 +33,7 @@ pub enum TargetError {
     #[error("`{url}` has no scheme: write it like http://{url}")]
     NoScheme { url: String },
     #[error(
-        "`{url}` is {scheme}://, but traffic speaks plain HTTP/1.1 only: use http:// \
+        "`{url}` is {scheme}://, but traffic speaks plaintext only: use http:// \
          (in the mesh, ztunnel adds the TLS)"
     )]
     Scheme { url: String, scheme: String },

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{echo_http, echo_tcp};
+use e2e::{echo_grpc, echo_http, echo_tcp};
 use hyper::body::{Body, Incoming};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
@@ -51,6 +51,15 @@ pub async fn start_echo_http(config: echo_http::Config) -> Running {
     let (listener, addr) = listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(echo_http::serve(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Running { addr, stop, task }
+}
+
+pub async fn start_echo_grpc(config: echo_grpc::Config) -> Running {
+    let (listener, addr) = listener().await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(echo_grpc::serve(listener, config, async {
         let _ = stopped.await;
     }));
     Running { addr, stop, task }
