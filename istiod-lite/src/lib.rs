@@ -11,6 +11,8 @@
 //! - `model`: the Kubernetes kinds we read, including our own CRD types.
 //! - `translate`: objects to `istio.workload.Address` / `istio.security.Authorization`.
 //! - `ca`: the `IstioCertificateService` with authentication and node authorization.
+//! - `waypoints`: on Kubernetes, each waypoint Gateway's ServiceAccount,
+//!   Deployment and Service (pure objects, and the reconcile loop that applies them).
 
 pub mod ca;
 
@@ -19,3 +21,4 @@ pub mod pipeline;
 pub mod server;
 pub mod sources;
 pub mod translate;
+pub mod waypoints;

@@ -84,12 +84,35 @@ pub struct GatewayAddress {
     pub value: String,
 }
 
-/// Observed state of a Gateway.
+/// Observed state of a Gateway; istiod-lite writes it for waypoints.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<GatewayAddress>,
+    /// `Accepted` and `Programmed`, one per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<GatewayCondition>,
+}
+
+// Our own type rather than k8s-openapi's `Condition`, whose `JsonSchema`
+// needs a k8s-openapi feature we do not build.
+/// A condition of a Gateway, as `metav1.Condition`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayCondition {
+    /// `Accepted`, `Programmed`.
+    #[serde(rename = "type")]
+    pub condition_type: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason, e.g. `Programmed`, `ListenersNotValid`.
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339, when `status` last changed.
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
