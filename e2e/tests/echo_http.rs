@@ -44,6 +44,7 @@ async fn reports_pod_version_and_the_request() {
     assert_eq!(report["pod"], "backend-v2-abc");
     assert_eq!(report["version"], "v2");
     assert_eq!(report["method"], "GET");
+    assert_eq!(report["http_version"], "HTTP/1.1");
     assert_eq!(report["path"], "/api/items");
     assert_eq!(report["query"], "color=blue&n=3");
     assert_eq!(report["headers"]["x-marker"], "m-123");
@@ -614,4 +615,37 @@ async fn the_binary_refuses_an_upstream_it_cannot_call() {
     process.terminate().await;
     let (status, log) = process.wait().await;
     assert!(status.success(), "exit {status}: {log}");
+}
+
+/// HTTP/2 with prior knowledge on the same port as HTTP/1.1, as curl
+/// --http2-prior-knowledge and gRPC clients send it: two streams on one
+/// connection, controls obeyed, the version in the report.
+#[tokio::test]
+async fn serves_h2c_with_prior_knowledge_on_the_same_port() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let server = start_echo_http(Config::new("pod-h2", "v1").unwrap()).await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for (target, status) in [("/h2?status=418", 418), ("/h2", 200)] {
+        let request = hyper::Request::builder()
+            .uri(format!("http://{}{target}", server.addr))
+            .body(String::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.headers()["x-echo-pod"], "pod-h2");
+        let report: Value = serde_json::from_str(&read_body(response.into_body()).await).unwrap();
+        assert_eq!(report["http_version"], "HTTP/2.0");
+        assert_eq!(report["path"], "/h2");
+    }
+    // HTTP/1.1 still works beside it.
+    let answer = get(server.addr, "/h1").await;
+    assert_eq!(answer.json()["http_version"], "HTTP/1.1");
+    server.stop().await;
 }

@@ -14,10 +14,10 @@ use e2e::duration::parse_duration;
 use e2e::echo_http::{self, Config, Upstream, UpstreamUrlError};
 use tracing::error;
 
-/// An HTTP/1.1 echo server for mesh tests: every answer is a JSON report of
-/// the request. Per request, `?status=503`, `?delay=150ms` and `?fail=0.5`
-/// (or the headers x-echo-status, x-echo-delay, x-echo-fail) shape the
-/// answer.
+/// An HTTP/1.1 and HTTP/2 (h2c, prior knowledge, same port) echo server
+/// for mesh tests: every answer is a JSON report of the request. Per
+/// request, `?status=503`, `?delay=150ms` and `?fail=0.5` (or the headers
+/// x-echo-status, x-echo-delay, x-echo-fail) shape the answer.
 ///
 /// With --upstream, every request first calls each upstream in order, and
 /// the report gains `upstreams`: one

@@ -1,4 +1,4 @@
-//! echo-http: an HTTP/1.1 server that answers every request with a JSON
+//! echo-http: an HTTP/1.1 and HTTP/2 server that answers every request with a JSON
 //! [`Report`] of what it saw (its own pod and version, the method, path,
 //! query, headers, peer and body length), shaped by the request's
 //! [`Controls`]: a status code, a delay, or a fraction of 503s. Given
@@ -18,6 +18,11 @@
 //!    upstream failed, or `200`, with the report as its body and the pod in
 //!    `x-echo-pod`.
 //!
+//! One port serves both versions: a connection that opens with the
+//! HTTP/2 preface is HTTP/2 cleartext with prior knowledge (h2c, as `curl
+//! --http2-prior-knowledge` and gRPC clients send it), any other is
+//! HTTP/1.1. There is no `Upgrade: h2c`: nothing in the mesh sends it.
+//!
 //! [`serve`] runs on a bound listener, so that tests run it in-process on
 //! port 0; on shutdown it stops accepting, lets requests in flight finish
 //! (up to [`Config::drain_timeout`]) and closes idle connections.
@@ -35,10 +40,10 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
@@ -214,10 +219,13 @@ async fn serve_connection(
         debug!(%error, "cannot set TCP_NODELAY");
     }
     let service = service_fn(move |request| handle(request, peer, config.clone()));
-    let connection = http1::Builder::new()
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     match watcher.watch(connection).await {
         Ok(()) => debug!("connection closed"),
         Err(error) => debug!(%error, "connection ended with an error"),

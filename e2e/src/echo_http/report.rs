@@ -20,6 +20,10 @@ pub struct Report {
     /// `--version` (VERSION) of the server that answered.
     pub version: String,
     pub method: String,
+    /// The HTTP version the request arrived in, `HTTP/1.1` or `HTTP/2.0`:
+    /// through a proxy, whether it kept the client's version.
+    #[serde(default)]
+    pub http_version: String,
     pub path: String,
     /// The raw query string, as sent (not decoded); `None` without `?`.
     pub query: Option<String>,
@@ -88,6 +92,7 @@ impl Report {
             pod: pod.to_owned(),
             version: version.to_owned(),
             method: head.method.to_string(),
+            http_version: format!("{:?}", head.version),
             path: head.uri.path().to_owned(),
             query: head.uri.query().map(str::to_owned),
             headers: header_map(&head.headers),
