@@ -10,6 +10,11 @@
 //! service-account token, which the API server reviews (`--token-audience`,
 //! `--trusted-node-account`).
 //!
+//! In Kubernetes mode it also deploys waypoints: for each Gateway of class
+//! `istio-waypoint`, a ServiceAccount, Deployment and Service
+//! (`--deploy-waypoints`, on by default; `--waypoint-*` set what goes into
+//! them). With the file source, `meshctl waypoint apply` does that job.
+//!
 //! Logging follows `RUST_LOG` (default `info`).
 
 use std::net::SocketAddr;
@@ -27,6 +32,9 @@ use istiod_lite::server::{CaAuth, Server, ServerConfig};
 use istiod_lite::sources::file::{self, FileSource};
 use istiod_lite::sources::kubernetes::KubeSource;
 use istiod_lite::translate::MeshConfig;
+use istiod_lite::waypoints::{
+    DEFAULT_TRACE_SAMPLING, TracingSettings, WaypointController, WaypointSettings,
+};
 use tracing::error;
 
 /// Where the mesh's config comes from.
@@ -107,12 +115,46 @@ struct Args {
         default_value = DEFAULT_NODE_ACCOUNT
     )]
     trusted_node_accounts: Vec<ServiceAccountName>,
+    /// Kubernetes mode: create and own a ServiceAccount, Deployment and
+    /// Service for each Gateway of class istio-waypoint.
+    #[arg(
+        long,
+        env = "ISTIOD_LITE_DEPLOY_WAYPOINTS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    deploy_waypoints: bool,
+    /// The image of the waypoints istiod-lite deploys.
+    #[arg(
+        long,
+        env = "ISTIOD_LITE_WAYPOINT_IMAGE",
+        default_value = "waypoint:dev"
+    )]
+    waypoint_image: String,
+    /// Where deployed waypoints reach xDS and the CA: this istiod-lite's
+    /// Service.
+    #[arg(
+        long,
+        env = "ISTIOD_LITE_WAYPOINT_XDS_ADDRESS",
+        default_value = "https://istiod.istio-system.svc:15012"
+    )]
+    waypoint_xds_address: String,
+    /// OTLP/gRPC endpoint deployed waypoints export traces to (their
+    /// OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://jaeger-collector.istio-system:4317.
+    /// Unset: tracing off.
+    #[arg(long, env = "ISTIOD_LITE_WAYPOINT_OTLP_ENDPOINT")]
+    waypoint_otlp_endpoint: Option<String>,
+    /// Percentage of requests deployed waypoints start a trace for (their
+    /// TRACE_SAMPLING), 0 to 100.
+    #[arg(long, env = "ISTIOD_LITE_WAYPOINT_TRACE_SAMPLING", default_value_t = DEFAULT_TRACE_SAMPLING)]
+    waypoint_trace_sampling: f64,
 }
 
 /// The config source, with what it needs.
 enum Source {
     Files(FileSource),
-    Kubernetes(TokenReviewConfig),
+    /// With the settings of the waypoints to deploy, unless turned off.
+    Kubernetes(TokenReviewConfig, Option<WaypointSettings>),
 }
 
 fn main() -> ExitCode {
@@ -173,7 +215,7 @@ async fn serve(config: ServerConfig, source: Source) -> anyhow::Result<()> {
             })
             .await?;
         }
-        Source::Kubernetes(review) => {
+        Source::Kubernetes(review, waypoints) => {
             // One client for the watchers and the CA's TokenReviews.
             let client = kube::Client::try_default().await.context(
                 "cannot build a Kubernetes client: in a pod, check that the service account \
@@ -184,8 +226,17 @@ async fn serve(config: ServerConfig, source: Source) -> anyhow::Result<()> {
                 client: client.clone(),
                 review,
             };
-            Server::run(ServerConfig { auth, ..config }, move |events| {
-                KubeSource::new(client).run(events)
+            let waypoints =
+                waypoints.map(|settings| WaypointController::new(client.clone(), settings));
+            Server::run(ServerConfig { auth, ..config }, move |events| async move {
+                let source = KubeSource::new(client).run(events);
+                match waypoints {
+                    Some(waypoints) => {
+                        // Both run until the process ends.
+                        futures_util::future::join(source, waypoints.run()).await;
+                    }
+                    None => source.await,
+                }
             })
             .await?;
         }
@@ -223,7 +274,10 @@ fn source(args: &Args) -> anyhow::Result<Source> {
              config comes from the API server; remove --config-dir (or ISTIOD_LITE_CONFIG_DIR)",
             dir.display()
         ),
-        (SourceKind::Kubernetes, None) => Ok(Source::Kubernetes(token_review_config(args)?)),
+        (SourceKind::Kubernetes, None) => Ok(Source::Kubernetes(
+            token_review_config(args)?,
+            waypoint_settings(args)?,
+        )),
     }
 }
 
@@ -244,4 +298,47 @@ fn token_review_config(args: &Args) -> anyhow::Result<TokenReviewConfig> {
         trusted_node_accounts: args.trusted_node_accounts.clone(),
         ..TokenReviewConfig::default()
     })
+}
+
+/// What goes into every deployed waypoint; `None` with `--deploy-waypoints
+/// false`.
+fn waypoint_settings(args: &Args) -> anyhow::Result<Option<WaypointSettings>> {
+    if !args.deploy_waypoints {
+        return Ok(None);
+    }
+    let sampling = args.waypoint_trace_sampling;
+    if !(0.0..=100.0).contains(&sampling) {
+        bail!(
+            "--waypoint-trace-sampling {sampling} is not a percentage: give 0 to 100 \
+             ({DEFAULT_TRACE_SAMPLING} is Istio's default)"
+        );
+    }
+    let otlp_endpoint = args
+        .waypoint_otlp_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty());
+    if let Some(endpoint) = otlp_endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        bail!(
+            "--waypoint-otlp-endpoint {endpoint} must be a URL with its scheme, such as \
+             http://jaeger-collector.istio-system:4317 (OTLP over gRPC)"
+        );
+    }
+    Ok(Some(WaypointSettings {
+        image: args.waypoint_image.clone(),
+        xds_address: args.waypoint_xds_address.clone(),
+        trust_domain: args.trust_domain.clone(),
+        cluster_id: args.cluster_id.clone(),
+        // The waypoint's token must pass our own TokenReview.
+        token_audience: args.token_audiences.first().map_or_else(
+            || DEFAULT_AUDIENCE.to_owned(),
+            |audience| audience.trim().to_owned(),
+        ),
+        tracing: TracingSettings {
+            otlp_endpoint: otlp_endpoint.map(str::to_owned),
+            sampling_percent: sampling,
+        },
+    }))
 }
