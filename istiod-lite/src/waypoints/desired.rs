@@ -285,7 +285,7 @@ impl<'a> Waypoint<'a> {
                 run_as_group: Some(PROXY_UID),
                 ..PodSecurityContext::default()
             }),
-            containers: vec![container(settings)],
+            containers: vec![container(self.name, settings)],
             volumes: Some(vec![
                 Volume {
                     name: "istiod-ca-cert".to_owned(),
@@ -317,8 +317,8 @@ impl<'a> Waypoint<'a> {
     }
 }
 
-/// The waypoint container.
-fn container(settings: &WaypointSettings) -> Container {
+/// The container of the waypoint of Deployment `name`.
+fn container(name: &str, settings: &WaypointSettings) -> Container {
     let port = |name: &str, port: u16| ContainerPort {
         name: Some(name.to_owned()),
         container_port: i32::from(port),
@@ -340,7 +340,7 @@ fn container(settings: &WaypointSettings) -> Container {
     Container {
         name: "waypoint".to_owned(),
         image: Some(settings.image.clone()),
-        env: Some(environment(settings)),
+        env: Some(environment(name, settings)),
         ports: Some(vec![
             port("hbone", HBONE_PORT),
             port("metrics", METRICS_PORT),
@@ -379,9 +379,9 @@ fn container(settings: &WaypointSettings) -> Container {
     }
 }
 
-/// The waypoint's environment: settings first, then the identity and
-/// addresses from the downward API, then tracing.
-fn environment(settings: &WaypointSettings) -> Vec<EnvVar> {
+/// The environment of the waypoint of Deployment `name`: settings first,
+/// then the identity and addresses from the downward API, then tracing.
+fn environment(name: &str, settings: &WaypointSettings) -> Vec<EnvVar> {
     let value = |name: &str, value: &str| EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
@@ -410,6 +410,9 @@ fn environment(settings: &WaypointSettings) -> Vec<EnvVar> {
         field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         field("NODE_NAME", "spec.nodeName"),
         field("INSTANCE_IP", "status.podIP"),
+        // The waypoint names its spans' service after its workload, as
+        // Istio's waypoint template sets it.
+        value("ISTIO_META_WORKLOAD_NAME", name),
         value(
             "TRACE_SAMPLING",
             &settings.tracing.sampling_percent.to_string(),

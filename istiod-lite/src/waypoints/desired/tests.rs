@@ -227,6 +227,7 @@ fn the_environment_carries_the_settings_under_the_waypoints_names() {
             "SERVICE_ACCOUNT<-spec.serviceAccountName",
             "NODE_NAME<-spec.nodeName",
             "INSTANCE_IP<-status.podIP",
+            "ISTIO_META_WORKLOAD_NAME=waypoint",
             "TRACE_SAMPLING=1",
         ]
     );
