@@ -2,6 +2,11 @@
 //! the response body has been sent to the end (or the client went away),
 //! so that they carry the byte counts and the whole duration. The body
 //! wrappers here count bytes as they stream past; nothing is buffered.
+//!
+//! `protocol` is the client's HTTP version as Envoy's `%PROTOCOL%` spells
+//! it (`HTTP/1.1`, `HTTP/2`); a gRPC request also logs `grpc_status`, the
+//! code from the response's trailers (or its head, when trailers-only),
+//! as the metrics' `grpc_response_status` has it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use super::request::Downstream;
 use crate::metrics::{
     Completed, Metrics, RequestLabels, RequestProtocol, ResponseFlag, Sample, Text, grpc_status,
 };
+use crate::trace::{RequestTrace, ServerFacts};
 
 /// What is known of one request so far.
 #[derive(Debug)]
@@ -39,11 +45,15 @@ pub(crate) struct RequestLog {
     pub(crate) destination: Option<Arc<Workload>>,
     pub(crate) dst_addr: Option<std::net::SocketAddr>,
     pub(crate) method: http::Method,
+    /// The HTTP version the client spoke.
+    version: http::Version,
     pub(crate) path: String,
     pub(crate) authority: String,
     pub(crate) protocol: RequestProtocol,
     /// `<ns>/<name>` of the HTTPRoute that matched, if one did.
     pub(crate) route: Option<String>,
+    /// The index of the matched rule in that route.
+    pub(crate) route_rule: Option<usize>,
     pub(crate) status: Option<StatusCode>,
     /// The `grpc-status` of the response, once seen.
     pub(crate) grpc_status: Option<Text>,
@@ -56,6 +66,8 @@ pub(crate) struct RequestLog {
     /// Request body bytes read from the client, shared with [`Counted`].
     pub(crate) bytes_received: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    /// The request's trace, when tracing is on: its server span ends here.
+    pub(crate) trace: Option<RequestTrace>,
 }
 
 // === impl RequestLog ===
@@ -76,6 +88,7 @@ impl RequestLog {
             destination: None,
             dst_addr: None,
             method: head.method.clone(),
+            version: head.version,
             path: head.uri.path().to_owned(),
             authority: head
                 .uri
@@ -90,6 +103,7 @@ impl RequestLog {
                 .unwrap_or_default(),
             protocol: RequestProtocol::of(&head.headers),
             route: None,
+            route_rule: None,
             status: None,
             grpc_status: None,
             reason: None,
@@ -97,6 +111,7 @@ impl RequestLog {
             attempts: 0,
             bytes_received: Arc::default(),
             metrics,
+            trace: None,
         }
     }
 
@@ -107,7 +122,7 @@ impl RequestLog {
         let destination = self.destination.as_deref();
         tracing::info!(
             target: "access",
-            protocol = "http",
+            protocol = protocol_name(self.version),
             src.addr = %self.src_addr,
             src.identity = %self.source_principal,
             src.workload = self.source.as_ref().map(|w| &*w.name),
@@ -120,6 +135,7 @@ impl RequestLog {
             authority = %self.authority,
             route = self.route.as_deref(),
             response_code = self.status.map(|s| s.as_u16()),
+            grpc_status = self.grpc_status.as_ref().map(|status| field::display(GrpcStatus(status))),
             response_flags = self.flag.code(),
             upstream.attempts = self.attempts,
             reason = self.reason.as_deref(),
@@ -128,7 +144,7 @@ impl RequestLog {
             duration = %format_args!("{}ms", duration.as_millis()),
             "request complete",
         );
-        let labels = RequestLabels::new(&Completed {
+        let completed = Completed {
             source: self.source.as_deref(),
             source_principal: &self.source_principal,
             destination,
@@ -137,7 +153,18 @@ impl RequestLog {
             status: self.status,
             grpc_status: self.grpc_status.as_ref(),
             flag: self.flag,
-        });
+        };
+        if let Some(trace) = &self.trace {
+            let url = format!("http://{}{}", self.authority, self.path);
+            trace.finish(&ServerFacts {
+                completed: &completed,
+                method: self.method.as_str(),
+                url: &url,
+                route: self.route.as_deref().zip(self.route_rule),
+                attempts: self.attempts,
+            });
+        }
+        let labels = RequestLabels::new(&completed);
         self.metrics.record(
             &labels,
             Sample {
@@ -146,6 +173,31 @@ impl RequestLog {
                 response_bytes: bytes_sent,
             },
         );
+    }
+}
+
+/// `%PROTOCOL%` of Envoy's access log.
+fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A `grpc-status` as the access log writes it: the number, or the text
+/// of a non-standard value.
+struct GrpcStatus<'a>(&'a Text);
+
+impl std::fmt::Display for GrpcStatus<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Text::Static(text) => f.write_str(text),
+            Text::Shared(text) => f.write_str(text),
+            Text::Number(code) => write!(f, "{code}"),
+        }
     }
 }
 
@@ -307,6 +359,18 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn protocol_is_the_http_version_as_envoy_names_it() {
+        assert_eq!(protocol_name(http::Version::HTTP_11), "HTTP/1.1");
+        assert_eq!(protocol_name(http::Version::HTTP_2), "HTTP/2");
+        assert_eq!(protocol_name(http::Version::HTTP_10), "HTTP/1.0");
+        assert_eq!(GrpcStatus(&Text::Number(14)).to_string(), "14");
+        assert_eq!(
+            GrpcStatus(&Text::Shared("weird".into())).to_string(),
+            "weird"
+        );
+    }
 
     #[test]
     fn hop_by_hop_headers_go_and_the_rest_stay() {
