@@ -6,7 +6,8 @@
 //!                                                   └─▶ ConfigStore (routes, L7 policies)
 //!  CA_ADDRESS  ── GrpcCaClient ──▶ CertManager (the waypoint's own certificate)
 //!  15008 HBONE ──▶ Proxy (reads the two snapshots) ──▶ HBONE / TCP to endpoints
-//!                    └─▶ Metrics (one sample per request)
+//!                    ├─▶ Metrics (one sample per request)
+//!                    └─▶ Tracer ──▶ SpanExporter ── OTLP/gRPC ──▶ OTEL_EXPORTER_OTLP_ENDPOINT
 //!  15020 metrics: Istio's request metrics, Prometheus text
 //!  15021 readiness: synced with the control plane and holding a certificate
 //! ```
@@ -16,7 +17,7 @@
 //! [`App::drain`]: readiness turns 503; the listener stops accepting; each
 //! HBONE connection gets a GOAWAY and each HTTP connection a graceful
 //! shutdown, so requests in flight finish; at the deadline every tunnel
-//! still open is closed.
+//! still open is closed. Then the spans still queued are sent, briefly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use identity::{CertManager, CertManagerConfig, Identity};
 use prometheus_client::registry::Registry;
 use proto::core::Node;
 use telemetry::http::{self, StatusCode};
+use telemetry::otlp::{Attribute, ExporterConfig, ExporterStats, Origin, SpanExporter};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -41,7 +43,11 @@ use crate::config::{Args, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyParts};
 use crate::snapshot::ConfigStore;
+use crate::trace::Tracer;
 use crate::xds::WaypointHandler;
+
+/// How long drain gives the spans still queued to reach the collector.
+const SPAN_FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Why the waypoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,8 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Channel(#[from] ChannelError),
+    #[error("cannot start tracing: {0}")]
+    Tracing(#[from] telemetry::otlp::OtlpError),
     #[error("cannot listen on {addr} for {what}: {source}: is another waypoint running?")]
     Bind {
         what: &'static str,
@@ -74,6 +82,8 @@ pub struct App {
     stats_addr: SocketAddr,
     readiness_addr: SocketAddr,
     drain_deadline: Duration,
+    /// Sends the spans, when tracing is on; flushed at the end of drain.
+    exporter: Option<SpanExporter>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -120,6 +130,10 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        let exporter = start_exporter(args, &mut registry)?;
+        let tracer = exporter
+            .as_ref()
+            .map(|e| Tracer::new(e.queue().clone(), args.trace_sampling));
 
         let (drain, _) = watch::channel(false);
         let proxy = Proxy::new(ProxyParts {
@@ -133,6 +147,7 @@ impl App {
             source: Some(args.hbone_addr.ip()).filter(|ip| !ip.is_unspecified()),
             drain: drain.subscribe(),
             metrics,
+            tracer,
         });
 
         let hbone_listener = listen("HBONE", args.hbone_addr).await?;
@@ -190,6 +205,7 @@ impl App {
             stats_addr,
             readiness_addr,
             drain_deadline: args.drain_deadline(),
+            exporter,
             tasks,
         })
     }
@@ -244,6 +260,9 @@ impl App {
             self.proxy.close_all();
             // Closed tunnels unregister as their tasks wake; a moment.
             let _ = tokio::time::timeout(Duration::from_secs(1), self.proxy.idle()).await;
+        }
+        if let Some(exporter) = self.exporter.take() {
+            exporter.shutdown(SPAN_FLUSH_DEADLINE).await;
         }
         for task in std::mem::take(&mut self.tasks) {
             task.abort();
@@ -324,6 +343,29 @@ fn stats_page(registry: &Registry, request: &http::Request<()>) -> http::Respons
             "cannot encode the metrics\n",
         ),
     }
+}
+
+/// The span exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, with its
+/// counters on the metrics page.
+fn start_exporter(args: &Args, registry: &mut Registry) -> Result<Option<SpanExporter>, AppError> {
+    let Some(endpoint) = args.otlp_endpoint() else {
+        return Ok(None);
+    };
+    let stats = ExporterStats::default();
+    stats.register(registry);
+    let origin = Origin {
+        resource: vec![Attribute::new("service.name", args.trace_service_name())],
+        scope_name: "waypoint".into(),
+        scope_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let exporter = SpanExporter::start(ExporterConfig::new(endpoint), origin, stats)?;
+    info!(
+        endpoint,
+        sampling = %args.trace_sampling,
+        service.name = %args.trace_service_name(),
+        "tracing: spans go to the OTLP collector"
+    );
+    Ok(Some(exporter))
 }
 
 async fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use identity::Identity;
 
+use crate::trace::SamplingPercent;
+
 /// Where Istio mounts the mesh root for proxies.
 pub const DEFAULT_ROOT_CERT: &str = "./var/run/secrets/istio/root-cert.pem";
 /// Where Istio mounts the projected service-account token.
@@ -79,6 +81,20 @@ pub struct Args {
     /// Tokio worker threads for the data path.
     #[arg(long, env = "WAYPOINT_WORKER_THREADS", default_value_t = 2)]
     pub worker_threads: usize,
+    /// OTLP/gRPC collector for traces, e.g.
+    /// `http://jaeger-collector.istio-system:4317` (the OpenTelemetry
+    /// SDKs' variable). Unset or empty: tracing is off.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Percentage (0 to 100) of requests traced when the caller did not
+    /// decide (Istio's `PILOT_TRACE_SAMPLING`, 1 by default).
+    #[arg(long, env = "TRACE_SAMPLING", default_value_t = SamplingPercent::DEFAULT)]
+    pub trace_sampling: SamplingPercent,
+    /// The waypoint's Deployment, for its spans' `service.name`
+    /// (`<workload>.<namespace>`, as Istio names a proxy's spans); Istio's
+    /// waypoint template sets it. Default: the pod name.
+    #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
+    pub workload_name: Option<String>,
 }
 
 /// Why a setting is unusable.
@@ -96,6 +112,8 @@ pub enum ConfigError {
     },
     #[error("WAYPOINT_WORKER_THREADS must be at least 1")]
     NoWorkers,
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: {0}")]
+    Otlp(#[from] telemetry::otlp::OtlpError),
 }
 
 // === impl Args ===
@@ -107,7 +125,27 @@ impl Args {
         if self.worker_threads == 0 {
             return Err(ConfigError::NoWorkers);
         }
+        if let Some(endpoint) = self.otlp_endpoint() {
+            telemetry::otlp::parse_endpoint(endpoint)?;
+        }
         Ok(())
+    }
+
+    /// The OTLP endpoint, when tracing is on (an empty setting is off, so
+    /// that a manifest can leave the variable blank).
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+    }
+
+    /// The `service.name` of the waypoint's spans: `<workload>.<namespace>`,
+    /// as Istio's default (`APP_LABEL_AND_NAMESPACE`) names a waypoint
+    /// without an `app` label.
+    pub fn trace_service_name(&self) -> String {
+        let workload = self.workload_name.as_deref().unwrap_or(&self.pod_name);
+        format!("{workload}.{}", self.pod_namespace)
     }
 
     /// `spiffe://<td>/ns/<POD_NAMESPACE>/sa/<SERVICE_ACCOUNT>`.
@@ -178,6 +216,47 @@ mod tests {
             a.node_id(),
             "router~127.0.0.1~waypoint.b~b.svc.cluster.local"
         );
+        assert_eq!(a.otlp_endpoint(), None, "tracing is off unless asked for");
+        assert_eq!(a.trace_sampling, SamplingPercent::DEFAULT);
+        assert_eq!(a.trace_service_name(), "waypoint.b");
+    }
+
+    #[test]
+    fn tracing_settings_are_read_and_checked() {
+        let a = args(&[
+            "--otlp-endpoint",
+            "http://jaeger-collector.istio-system:4317",
+            "--trace-sampling",
+            "100",
+            "--workload-name",
+            "wp",
+        ]);
+        a.validate().unwrap();
+        assert_eq!(
+            a.otlp_endpoint(),
+            Some("http://jaeger-collector.istio-system:4317")
+        );
+        assert_eq!(a.trace_sampling.get(), 100.0);
+        assert_eq!(a.trace_service_name(), "wp.b");
+        assert_eq!(args(&["--otlp-endpoint", " "]).otlp_endpoint(), None);
+
+        let error = args(&["--otlp-endpoint", "https://collector:4317"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{error}"
+        );
+        let mut argv = vec![
+            "waypoint",
+            "--pod-namespace",
+            "b",
+            "--service-account",
+            "wp",
+        ];
+        argv.extend(["--trace-sampling", "150"]);
+        let error = Args::try_parse_from(argv).unwrap_err().to_string();
+        assert!(error.contains("from 0 to 100"), "{error}");
     }
 
     #[test]

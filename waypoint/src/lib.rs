@@ -36,6 +36,9 @@
 //!   Istio's labels; the pure label building and Envoy's response flags.
 //! - `retry`: which requests may be replayed, the jittered backoff and
 //!   the per-service retry budget, all with time passed in.
+//! - `trace`: OpenTelemetry spans (a server span per request, a client
+//!   span per attempt), W3C `traceparent` continued or started, sampling;
+//!   exported by `telemetry::otlp` when an OTLP endpoint is set.
 //! - `config`: flags and environment, with Istio's variable names.
 //! - `app`: the composition root and the drain protocol; `main.rs` adds
 //!   only the runtime, logging and signals.
@@ -51,6 +54,7 @@ pub mod proxy;
 pub mod retry;
 pub mod route;
 pub mod snapshot;
+pub mod trace;
 pub mod xds;
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use super::body::{KeptBody, UpstreamBody};
 use super::upstream::{Endpoint, UpstreamError};
 use crate::retry::{DEFAULT_BACKOFF, backoff};
 use crate::route::{Retry, Timeouts};
+use crate::trace::{AttemptEnd, RequestTrace};
 
 /// How the last attempt ended.
 #[derive(Debug)]
@@ -75,7 +76,9 @@ impl Inner {
         else {
             return Exchange::nothing_sent();
         };
-        let outcome = self.send(&endpoint, request, deadline).await;
+        let outcome = self
+            .send(&endpoint, request, deadline, (service, port, 1))
+            .await;
         Exchange {
             outcome,
             endpoint: Some(endpoint),
@@ -117,7 +120,9 @@ impl Inner {
                 (one, other) => one.or(other),
             };
             let request = rebuild(replay.head, &replay.body);
-            let outcome = self.send(&endpoint, request, per_try).await;
+            let outcome = self
+                .send(&endpoint, request, per_try, (service, port, attempts))
+                .await;
             let retriable = match &outcome {
                 Outcome::Answered(response) => replay.retry.codes.contains(&response.status()),
                 Outcome::Failed(_) => true,
@@ -157,26 +162,48 @@ impl Inner {
     }
 
     /// One attempt, cancelled at `deadline`: dropping the attempt resets
-    /// its stream, or closes its connection.
+    /// its stream, or closes its connection. `of` is the service, port and
+    /// attempt number (1 first) the attempt's client span records, when
+    /// the request is traced.
     async fn send(
         &self,
         endpoint: &Endpoint,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         deadline: Option<Duration>,
+        of: (&Service, u16, u32),
     ) -> Outcome {
+        let trace = request.extensions().get::<RequestTrace>().cloned();
+        let span = trace.map(|trace| trace.attempt(of.2, &mut request));
         let certs = self.certs.fetch(&self.identity);
         let attempt = self.upstreams.send(endpoint, certs, request);
         let answered = match deadline {
             Some(deadline) => match tokio::time::timeout(deadline, attempt).await {
-                Ok(answered) => answered,
-                Err(_) => return Outcome::TimedOut(deadline),
+                Ok(answered) => Ok(answered),
+                Err(_) => Err(Outcome::TimedOut(deadline)),
             },
-            None => attempt.await,
+            None => Ok(attempt.await),
         };
-        match answered {
-            Ok(response) => Outcome::Answered(response),
-            Err(error) => Outcome::Failed(error),
+        let outcome = match answered {
+            Ok(Ok(response)) => Outcome::Answered(response),
+            Ok(Err(error)) => Outcome::Failed(error),
+            Err(timed_out) => timed_out,
+        };
+        if let Some(span) = span {
+            let error;
+            let end = match &outcome {
+                Outcome::Answered(response) => AttemptEnd::Answered(response.status()),
+                Outcome::Failed(failure) => {
+                    error = failure.to_string();
+                    AttemptEnd::Failed {
+                        flag: failure.response_flag(),
+                        error: &error,
+                    }
+                }
+                Outcome::TimedOut(_) | Outcome::NoEndpoint => AttemptEnd::TimedOut,
+            };
+            span.finish(of.0, of.1, (&endpoint.workload, endpoint.addr), end);
         }
+        outcome
     }
 }
 
@@ -201,5 +228,9 @@ fn rebuild(head: &http::request::Parts, body: &KeptBody) -> Request<UpstreamBody
     *request.uri_mut() = head.uri.clone();
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers.clone();
+    // The trace goes with each attempt: it names its client span upstream.
+    if let Some(trace) = head.extensions.get::<RequestTrace>() {
+        request.extensions_mut().insert(trace.clone());
+    }
     request
 }

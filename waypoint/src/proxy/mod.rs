@@ -52,6 +52,7 @@ use workload::StateStore;
 use crate::metrics::Metrics;
 use crate::retry::RetryBudgets;
 use crate::snapshot::ConfigStore;
+use crate::trace::Tracer;
 
 pub use inbound::TlsCache;
 pub use upstream::SourceConnector;
@@ -92,6 +93,8 @@ pub struct ProxyParts {
     pub drain: watch::Receiver<bool>,
     /// Where each request's metrics go.
     pub metrics: Arc<Metrics>,
+    /// Starts each request's trace; `None` when tracing is off.
+    pub tracer: Option<Tracer>,
 }
 
 /// The data path, shared by every tunnel and request.
@@ -112,6 +115,7 @@ struct Inner {
     retry_budgets: RetryBudgets,
     tls: TlsCache,
     metrics: Arc<Metrics>,
+    tracer: Option<Tracer>,
     /// Counts open tunnels; drain waits for it to reach zero.
     open: watch::Sender<usize>,
     drain: watch::Receiver<bool>,
@@ -148,6 +152,7 @@ impl Proxy {
                 retry_budgets: RetryBudgets::default(),
                 tls: TlsCache::default(),
                 metrics: parts.metrics,
+                tracer: parts.tracer,
                 open: watch::channel(0).0,
                 drain: parts.drain,
                 closed: watch::channel(false).0,

@@ -76,8 +76,15 @@ impl Inner {
         request: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
+        let trace = crate::trace::begin(
+            self.tracer.as_ref(),
+            &mut parts,
+            &downstream.service,
+            downstream.port,
+        );
         let normalized = normalize_request_path(&mut parts);
         let mut log = RequestLog::new(downstream, &parts, self.metrics.clone());
+        log.trace = trace;
         if let Err(reply) = normalized {
             return local(reply, log);
         }
@@ -184,6 +191,7 @@ impl Inner {
             }
         };
         log.route = Some(selected.route.key());
+        log.route_rule = Some(selected.rule_index);
         let matched_prefix = selected.matched_prefix().map(str::to_owned);
         let rule: &Rule = selected.rule;
         let prefix = matched_prefix.as_deref();
