@@ -69,6 +69,11 @@ pub struct Summary {
     /// `statuses`, for people and tests to read; empty unless gRPC.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub grpc_statuses: BTreeMap<String, u64>,
+    /// gRPC error answers by `<STATUS>: <message>`, so that a test sees
+    /// that a status message came through a proxy unchanged; empty unless
+    /// gRPC. Filled by the gRPC run, which sees the messages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grpc_messages: BTreeMap<String, u64>,
     /// Attempts with no answer (or a wrong echo).
     pub errors: u64,
     /// The errors by cause.
@@ -146,6 +151,7 @@ impl Summary {
             succeeded: 0,
             statuses: BTreeMap::new(),
             grpc_statuses: BTreeMap::new(),
+            grpc_messages: BTreeMap::new(),
             errors: 0,
             error_reasons: BTreeMap::new(),
             servers: BTreeMap::new(),
@@ -228,6 +234,9 @@ impl Summary {
             }
             Protocol::Grpc => {
                 let _ = writeln!(text, "status   {}", counts(&self.grpc_statuses));
+                if !self.grpc_messages.is_empty() {
+                    let _ = writeln!(text, "messages {}", counts(&self.grpc_messages));
+                }
             }
             Protocol::Tcp => {}
         }

@@ -141,6 +141,14 @@ async fn traffic_grpc_counts_statuses_and_servers() {
     assert_eq!(failing.grpc_statuses.get("UNAVAILABLE"), Some(&6));
     // Error statuses say who answered too.
     assert_eq!(failing.servers.get("pod-g"), Some(&6));
+    assert_eq!(
+        failing
+            .grpc_messages
+            .get("UNAVAILABLE: echo-grpc pod-g answers UNAVAILABLE as asked"),
+        Some(&6),
+        "{:?}",
+        failing.grpc_messages
+    );
     server.stop().await;
 
     // Nobody listening: failures with a reason, not statuses.
@@ -180,6 +188,10 @@ async fn the_binary_serves_and_stops_on_sigterm() {
     let summary: serde_json::Value = serde_json::from_slice(&traffic.stdout).unwrap();
     assert_eq!(summary["grpc_statuses"]["ABORTED"], 3, "{summary}");
     assert_eq!(summary["servers"]["pod-bin"], 3, "{summary}");
+    assert_eq!(
+        summary["grpc_messages"]["ABORTED: echo-grpc pod-bin answers ABORTED as asked"], 3,
+        "{summary}"
+    );
     assert!(String::from_utf8_lossy(&traffic.stderr).contains("3 of 3 calls got no OK"));
 
     server.terminate().await;

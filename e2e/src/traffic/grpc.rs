@@ -6,7 +6,9 @@
 //! takes the next call number from a shared counter. A call that the
 //! server (or a proxy) answered with a status is an answer, whatever the
 //! code; one that never got a status (no connection, a broken stream, the
-//! deadline) is a failure with its reason.
+//! deadline) is a failure with its reason, and so is an `OK` reply whose
+//! message is not the one sent: the echo is checked, as `traffic tcp`
+//! checks its payload. Error statuses are counted with their messages.
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use tracing::debug;
 
 use super::{TargetError, error_chain};
 use crate::echo_grpc::{EchoClient, EchoRequest, X_ECHO_POD};
+use crate::grpc_code::code_name;
 use crate::summary::{Outcome, Protocol, Summary};
 
 /// Where the calls go: `host:port`, or `http://host:port`.
@@ -124,29 +127,44 @@ impl GrpcRun {
             tasks.spawn(worker(run.clone(), next_call.clone()));
         }
         let mut outcomes = Vec::with_capacity(usize::try_from(self.calls).unwrap_or(0));
+        let mut messages = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(worker_outcomes) => outcomes.extend(worker_outcomes),
+                Ok((worker_outcomes, worker_messages)) => {
+                    outcomes.extend(worker_outcomes);
+                    messages.extend(worker_messages);
+                }
                 Err(error) => outcomes.push(Outcome::Failed {
                     reason: format!("a worker failed: {error}"),
                 }),
             }
         }
-        Summary::new(Protocol::Grpc, &outcomes, started.elapsed())
+        let mut summary = Summary::new(Protocol::Grpc, &outcomes, started.elapsed());
+        for message in messages {
+            *summary.grpc_messages.entry(message).or_default() += 1;
+        }
+        summary
     }
 }
 
-async fn worker(run: Arc<GrpcRun>, next_call: Arc<AtomicU64>) -> Vec<Outcome> {
+/// The worker's outcomes, and `<STATUS>: <message>` of each error answer.
+async fn worker(run: Arc<GrpcRun>, next_call: Arc<AtomicU64>) -> (Vec<Outcome>, Vec<String>) {
     let mut client: Option<EchoClient<Channel>> = None;
     let mut outcomes = Vec::new();
+    let mut messages = Vec::new();
     while next_call.fetch_add(1, Ordering::Relaxed) < run.calls {
         let started = Instant::now();
         let outcome = match tokio::time::timeout(run.timeout, call(&run, &mut client)).await {
-            Ok(Ok((code, server))) => Outcome::Answered {
-                status: Some(code),
-                server,
-                latency: started.elapsed(),
-            },
+            Ok(Ok(answer)) => {
+                if let Some(message) = answer.error_message {
+                    messages.push(message);
+                }
+                Outcome::Answered {
+                    status: Some(answer.code),
+                    server: answer.server,
+                    latency: started.elapsed(),
+                }
+            }
             Ok(Err(reason)) => {
                 client = None;
                 Outcome::Failed { reason }
@@ -163,15 +181,21 @@ async fn worker(run: Arc<GrpcRun>, next_call: Arc<AtomicU64>) -> Vec<Outcome> {
         }
         outcomes.push(outcome);
     }
-    outcomes
+    (outcomes, messages)
+}
+
+/// What a call got back.
+struct Answer {
+    code: u16,
+    /// `x-echo-pod` of the answer, or the reply's `pod`.
+    server: Option<String>,
+    /// `<STATUS>: <message>` of an error status.
+    error_message: Option<String>,
 }
 
 /// One call on the worker's channel (connected first when there is
-/// none): the gRPC code and the `x-echo-pod` of the answer.
-async fn call(
-    run: &GrpcRun,
-    client: &mut Option<EchoClient<Channel>>,
-) -> Result<(u16, Option<String>), String> {
+/// none).
+async fn call(run: &GrpcRun, client: &mut Option<EchoClient<Channel>>) -> Result<Answer, String> {
     let client = match client {
         Some(client) => client,
         None => {
@@ -192,9 +216,28 @@ async fn call(
     match client.echo(request).await {
         Ok(response) => {
             let server = pod(response.metadata()).or_else(|| Some(response.get_ref().pod.clone()));
-            Ok((0, server.filter(|pod| !pod.is_empty())))
+            let echoed = &response.get_ref().message;
+            if *echoed != run.message {
+                return Err(format!(
+                    "reply: the message came back as {echoed:?}, not {:?}",
+                    run.message
+                ));
+            }
+            Ok(Answer {
+                code: 0,
+                server: server.filter(|pod| !pod.is_empty()),
+                error_message: None,
+            })
         }
-        Err(status) if is_answer(&status) => Ok((status.code() as u16, pod(status.metadata()))),
+        Err(status) if is_answer(&status) => Ok(Answer {
+            code: status.code() as u16,
+            server: pod(status.metadata()),
+            error_message: Some(format!(
+                "{}: {}",
+                code_name(status.code()),
+                status.message()
+            )),
+        }),
         Err(status) => Err(match status.source() {
             Some(source) => format!("call: {}: {}", status.message(), error_chain(source)),
             None => format!("call: {}", status.message()),
