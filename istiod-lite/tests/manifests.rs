@@ -7,7 +7,8 @@
 //! - `manifests/istiod-lite.yaml` grants the RBAC the Kubernetes source and
 //!   the CA need: `list` and `watch` on every kind the source reads, `create`
 //!   on TokenReviews. A kind added to the source without its RBAC fails here
-//!   instead of in a cluster.
+//!   instead of in a cluster. Its only writes beyond that are the waypoint
+//!   controller's, which `tests/manifests_waypoints.rs` checks.
 //!
 //! Neither file is applied to an API server here (none can run on these
 //! machines); this checks their content, not a cluster's reaction to them.
@@ -123,15 +124,23 @@ fn the_cluster_role_covers_every_watched_kind_and_token_reviews() {
         "create"
     ));
     // Least privilege: the control plane reads config; it writes nothing
-    // but TokenReviews (which store nothing).
+    // but TokenReviews (which store nothing) and the waypoints it deploys.
     for rule in &rules {
+        let resources = rule.resources.as_deref().unwrap_or_default();
+        let only = |allowed: &[&str]| resources.iter().all(|r| allowed.contains(&r.as_str()));
         for verb in &rule.verbs {
-            assert!(
-                ["get", "list", "watch"].contains(&verb.as_str())
-                    || (verb == "create"
-                        && rule.resources.as_deref() == Some(&["tokenreviews".to_owned()][..])),
-                "unexpected verb {verb} in {rule:?}"
-            );
+            let allowed = match verb.as_str() {
+                "get" | "list" | "watch" => true,
+                "create" => only(&["tokenreviews", "serviceaccounts", "services", "deployments"]),
+                "patch" => only(&[
+                    "serviceaccounts",
+                    "services",
+                    "deployments",
+                    "gateways/status",
+                ]),
+                _ => false,
+            };
+            assert!(allowed, "unexpected verb {verb} in {rule:?}");
         }
     }
 }
