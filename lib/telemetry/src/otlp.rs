@@ -18,9 +18,12 @@
 //! - `queue`: [`SpanQueue`], the non-blocking hand-over, and
 //!   [`ExporterStats`], its counters.
 //! - `export`: the batching and retrying task.
+//! - [`receiver`] (feature `testing`): a real OTLP/gRPC receiver for tests.
 
 mod export;
 mod queue;
+#[cfg(feature = "testing")]
+pub mod receiver;
 mod span;
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
-//! The OTLP exporter against a real OTLP/gRPC receiver: tonic's server
-//! with the generated `TraceService` on loopback, recording every
-//! `Export` it is sent. Waiting is for arrival (with a generous bound),
+//! The OTLP exporter against a real OTLP/gRPC receiver
+//! (`otlp::receiver`: tonic's server with the generated `TraceService`) on
+//! loopback, recording every `Export` it is sent. Waiting is for arrival (with a generous bound),
 //! never an assertion on how long something took.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,54 +8,18 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use proto::otlp::collector::trace_service_server::{TraceService, TraceServiceServer};
-use proto::otlp::collector::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use proto::otlp::collector::ExportTraceServiceRequest;
 use proto::otlp::common::any_value;
+use telemetry::otlp::receiver::serve;
 use telemetry::otlp::{
     Attribute, CollectorState, ExporterConfig, ExporterStats, FLAG_SAMPLED, Origin, SpanData,
     SpanExporter, SpanKind, SpanQueue, SpanStatus,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Long enough for any export on a loaded CI machine; only a failure waits it.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Records each export, or refuses it with `refuse`.
-struct Receiver {
-    exports: mpsc::UnboundedSender<ExportTraceServiceRequest>,
-    refuse: Option<tonic::Code>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        if let Some(code) = self.refuse {
-            return Err(tonic::Status::new(code, "refused by the test"));
-        }
-        let _ = self.exports.send(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// Serves a receiver on `listener`; its exports come out of the channel.
-fn serve(
-    listener: TcpListener,
-    refuse: Option<tonic::Code>,
-) -> mpsc::UnboundedReceiver<ExportTraceServiceRequest> {
-    let (exports, received) = mpsc::unbounded_channel();
-    let service = TraceServiceServer::new(Receiver { exports, refuse });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    received
-}
 
 async fn loopback() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
