@@ -222,7 +222,7 @@ impl Exchange {
 
 /// A fresh request for one attempt: the prepared head (extensions are
 /// the waypoint's own and stay behind) and a copy of the kept body.
-fn rebuild(head: &http::request::Parts, body: &KeptBody) -> Request<UpstreamBody> {
+pub(super) fn rebuild(head: &http::request::Parts, body: &KeptBody) -> Request<UpstreamBody> {
     let mut request = Request::new(UpstreamBody::replay(body));
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = head.uri.clone();

@@ -36,6 +36,7 @@ mod access_log;
 mod attempts;
 mod body;
 mod inbound;
+mod mirror;
 mod request;
 mod sniff;
 mod upstream;
@@ -110,7 +111,8 @@ struct Inner {
     certs: Arc<dyn CertSource>,
     identity: Identity,
     network: Arc<str>,
-    upstreams: upstream::Upstreams,
+    /// Shared with mirrored requests, which outlive their request.
+    upstreams: Arc<upstream::Upstreams>,
     /// One retry budget per backend service, for the rules that retry.
     retry_budgets: RetryBudgets,
     tls: TlsCache,
@@ -147,7 +149,7 @@ impl Proxy {
                         hbone::PoolConfig::default(),
                         Arc::new(connector),
                     );
-                    upstream::Upstreams::new(pool, connector)
+                    Arc::new(upstream::Upstreams::new(pool, connector))
                 },
                 retry_budgets: RetryBudgets::default(),
                 tls: TlsCache::default(),

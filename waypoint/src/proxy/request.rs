@@ -18,7 +18,7 @@ use workload::{Service, State, Workload};
 
 use super::Inner;
 use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
-use super::attempts::{Exchange, Outcome, Replay};
+use super::attempts::{Exchange, Outcome, Replay, rebuild};
 use super::body::{Buffered, UpstreamBody, buffer};
 use crate::authz::{self, L7Request, Verdict};
 use crate::filter;
@@ -26,8 +26,8 @@ use crate::metrics::{ResponseFlag, grpc_status};
 use crate::normalize::normalize_path;
 use crate::retry::REPLAY_BUFFER_LIMIT;
 use crate::route::{
-    Backend, Filter, HeaderModifier, RequestHead, Retry, Rule, Selection, ServiceKey, Timeouts,
-    choose_backend,
+    Backend, Filter, HeaderModifier, RequestHead, RequestMirror, Retry, Rule, Selection,
+    ServiceKey, Timeouts, choose_backend,
 };
 use crate::snapshot::WaypointConfig;
 
@@ -55,6 +55,14 @@ struct Target {
     timeouts: Timeouts,
     /// The matched rule's `retry` (none without a rule: one attempt).
     retry: Option<Retry>,
+}
+
+/// What the filters leave for later: header modifiers for the response,
+/// and the mirrors this request rolled for, sent once its body is read.
+#[derive(Default)]
+struct Deferred {
+    response_filters: Vec<HeaderModifier>,
+    mirrors: Vec<RequestMirror>,
 }
 
 /// An answer the waypoint gives itself instead of forwarding.
@@ -90,14 +98,14 @@ impl Inner {
         }
         let config = self.config.snapshot();
         let state = self.mesh.snapshot();
-        let mut response_filters = Vec::new();
+        let mut deferred = Deferred::default();
         let prepared = self.prepare(
             downstream,
             &config,
             &state,
             &mut parts,
             &mut log,
-            &mut response_filters,
+            &mut deferred,
         );
         let Target {
             service,
@@ -115,12 +123,13 @@ impl Inner {
         let body = Counted::new(body, log.bytes_received.clone());
         let retry = retry.filter(|r| r.attempts > 0);
         let exchange = match retry {
-            None => {
+            None if deferred.mirrors.is_empty() => {
                 let request = Request::from_parts(parts, UpstreamBody::streamed_whole(body));
                 self.attempt_once(&state, &service, port, request, timeouts.single_attempt())
                     .await
             }
-            Some(retry) => match buffer(body, REPLAY_BUFFER_LIMIT).await {
+            // Retries and mirrors both send the body more than once.
+            retry => match buffer(body, REPLAY_BUFFER_LIMIT).await {
                 Err(error) => {
                     let reply = LocalReply::new(
                         StatusCode::BAD_REQUEST,
@@ -132,24 +141,38 @@ impl Inner {
                 // Kept, so replayable whatever the method (see
                 // `retry::is_replayable`).
                 Ok(Buffered::Kept(kept)) => {
-                    let replay = Replay {
-                        head: &parts,
-                        body: kept,
-                        retry: &retry,
-                        timeouts,
-                    };
-                    self.attempt_with_retries(&state, &service, port, replay)
-                        .await
+                    let deadline = timeouts.single_attempt();
+                    self.mirror(&state, &deferred.mirrors, &parts, &kept, deadline);
+                    match retry {
+                        Some(retry) => {
+                            let replay = Replay {
+                                head: &parts,
+                                body: kept,
+                                retry: &retry,
+                                timeouts,
+                            };
+                            self.attempt_with_retries(&state, &service, port, replay)
+                                .await
+                        }
+                        None => {
+                            let request = rebuild(&parts, &kept);
+                            self.attempt_once(&state, &service, port, request, deadline)
+                                .await
+                        }
+                    }
                 }
                 // Streamed, so gone after one attempt, whatever the method.
                 Ok(Buffered::TooLarge(body)) => {
+                    if !deferred.mirrors.is_empty() {
+                        debug!("the request body is over the replay limit; not mirrored");
+                    }
                     let request = Request::from_parts(parts, body);
                     self.attempt_once(&state, &service, port, request, timeouts.single_attempt())
                         .await
                 }
             },
         };
-        respond(exchange, &service, port, response_filters, log)
+        respond(exchange, &service, port, deferred.response_filters, log)
     }
 
     /// Phases 1 to 3: authorization, route, filters, backend. Returns the
@@ -161,7 +184,7 @@ impl Inner {
         state: &State,
         parts: &mut http::request::Parts,
         log: &mut RequestLog,
-        response_filters: &mut Vec<HeaderModifier>,
+        deferred: &mut Deferred,
     ) -> Result<Target, LocalReply> {
         authorize(downstream, config, parts)?;
         let key = ServiceKey {
@@ -195,13 +218,7 @@ impl Inner {
         let matched_prefix = selected.matched_prefix().map(str::to_owned);
         let rule: &Rule = selected.rule;
         let prefix = matched_prefix.as_deref();
-        apply_filters(
-            &rule.filters,
-            parts,
-            prefix,
-            downstream.port,
-            response_filters,
-        )?;
+        apply_filters(&rule.filters, parts, prefix, downstream.port, deferred)?;
         let Some(backend) = choose_backend(&rule.backends, fastrand::u32(..)) else {
             return Err(LocalReply::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -209,13 +226,7 @@ impl Inner {
                 "the rule has no backend with a weight".into(),
             ));
         };
-        apply_filters(
-            &backend.filters,
-            parts,
-            prefix,
-            downstream.port,
-            response_filters,
-        )?;
+        apply_filters(&backend.filters, parts, prefix, downstream.port, deferred)?;
         match &backend.backend {
             Backend::Invalid { reason } => Err(LocalReply::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -392,20 +403,23 @@ fn authorize(
 }
 
 /// Applies request filters in order; response header modifiers are kept
-/// for the response. A redirect answers at once.
+/// for the response, and the mirrors this request rolled for are kept
+/// for when its body has been read. A redirect answers at once.
 fn apply_filters(
     filters: &[Filter],
     parts: &mut http::request::Parts,
     matched_prefix: Option<&str>,
     listener_port: u16,
-    response_filters: &mut Vec<HeaderModifier>,
+    deferred: &mut Deferred,
 ) -> Result<(), LocalReply> {
     for f in filters {
         match f {
             Filter::RequestHeaderModifier(modifier) => {
                 filter::apply_header_modifier(modifier, &mut parts.headers);
             }
-            Filter::ResponseHeaderModifier(modifier) => response_filters.push(modifier.clone()),
+            Filter::ResponseHeaderModifier(modifier) => {
+                deferred.response_filters.push(modifier.clone());
+            }
             Filter::RequestRedirect(redirect) => {
                 let head = RequestHead::from_parts(parts);
                 let answer = filter::redirect(&head, redirect, matched_prefix, listener_port)
@@ -425,10 +439,11 @@ fn apply_filters(
                 url.apply(&mut parts.uri, &mut parts.headers)
                     .map_err(filter_failed)?;
             }
-            // Mirroring is not implemented yet: the request goes on
-            // unmirrored, and the log says so.
+            // Sent once the body is read (see `mirror`).
             Filter::RequestMirror(mirror) => {
-                debug!(backend = %mirror.backend.hostname, "RequestMirror is not supported yet; not mirroring");
+                if mirror.fraction.contains(fastrand::u32(..)) {
+                    deferred.mirrors.push(mirror.clone());
+                }
             }
         }
     }
