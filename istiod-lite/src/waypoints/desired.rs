@@ -257,7 +257,10 @@ impl<'a> Waypoint<'a> {
         Deployment {
             metadata: self.metadata(),
             spec: DeploymentSpec {
-                replicas: Some(1),
+                // Unset, as Istio leaves it: the API server defaults it to
+                // 1, and since the field is not ours, `kubectl scale` or an
+                // autoscaler can own it without the next apply undoing it.
+                replicas: None,
                 selector: LabelSelector {
                     match_labels: Some(self.selector()),
                     ..LabelSelector::default()

@@ -129,6 +129,8 @@ fn every_object_carries_istios_labels_and_is_owned_by_the_gateway() {
 fn the_pods_stay_out_of_capture_and_are_scraped_on_15020() {
     let objects = objects(&WaypointSettings::default());
     let spec = &objects.deployment.spec;
+    // Scaling is left to the operator (and the API server's default of 1).
+    assert_eq!(spec.replicas, None);
     let selector = spec.selector.match_labels.as_ref().unwrap();
     assert_eq!(
         selector,
