@@ -20,6 +20,8 @@
 //!   can ask for an error status and message, or a delay.
 //! - `echo-tcp` echoes bytes until the client half-closes, after an optional
 //!   banner that names the pod.
+//! - `otlp-sink` receives OTLP/gRPC traces and prints each span as a
+//!   JSON line, for the waypoint's trace scenarios.
 //! - `traffic http|grpc|tcp` sends N requests, unary calls or echo
 //!   connections and prints a summary (statuses, errors, who answered,
 //!   latency percentiles), as text or JSON; its exit code says whether
@@ -49,6 +51,7 @@
 //!   [`traffic::grpc`] and [`traffic::tcp`], each a run that returns a [`summary::Summary`].
 //! - [`controls`]: pure: a request's query and headers to
 //!   [`controls::Controls`] (status, delay, fail), and the answer they pick.
+//! - [`otlp_sink`]: pure: an OTLP export to one flat JSON object per span.
 //! - [`summary`]: pure: outcomes to counts and latency percentiles
 //!   ([`summary::percentile`]), rendered as text or JSON.
 //! - [`duration`]: pure: `150ms`/`2s` parsing and latency formatting.
@@ -64,6 +67,7 @@ pub mod echo_http;
 pub mod echo_tcp;
 pub mod grpc_code;
 pub mod logging;
+pub mod otlp_sink;
 pub mod signal;
 pub mod summary;
 pub mod traffic;
