@@ -8,6 +8,9 @@
 //!
 //! # Layout
 //!
+//! - `admin`: what the admin pages of ztunnel and the waypoint share: the
+//!   control plane and certificate views, RFC 3339 timestamps, `/logging`
+//!   and `/metrics`.
 //! - `http`: serve a synchronous handler (`Request<()>` in, `Response<String>`
 //!   out) over HTTP/1.1 until a shutdown signal; helpers for JSON and text.
 //! - `logging`: install the global subscriber with a filter that `/logging`
@@ -15,6 +18,7 @@
 //! - `otlp`: finished spans queued without waiting and exported in batches
 //!   to an OTLP/gRPC collector by a background task.
 
+pub mod admin;
 pub mod http;
 pub mod logging;
 pub mod otlp;

@@ -7,20 +7,18 @@
 //! for; nothing here holds a lock the data path waits on for longer than a
 //! copy of a list.
 
-mod views;
-
 use std::sync::Arc;
 
 use identity::manager::CertStatus;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use telemetry::admin::{CertView, ControlPlaneView, logging_page, metrics_page, pretty};
 use telemetry::http::{self, Method, Request, Response, StatusCode};
 use telemetry::logging::LogControl;
 use tokio::sync::watch;
 use xds::ClientStatus;
 
-pub use self::views::rfc3339;
-use self::views::{CertView, ControlPlaneView};
+pub use telemetry::admin::rfc3339;
 use crate::connections::ConnectionTracker;
 use crate::pods::PodDirectory;
 use crate::state::StateStore;
@@ -126,40 +124,12 @@ impl Admin {
     }
 
     fn logging(&self, request: &Request<()>) -> Response<String> {
-        let Some(control) = &self.logging else {
-            return http::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this process's log filter cannot be changed at run time\n",
-            );
-        };
-        if let Some(level) = http::query_param(request, "level") {
-            if request.method() != Method::POST {
-                return http::text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "changing the log filter needs POST /logging?level=<filter>\n",
-                );
-            }
-            if let Err(error) = control.set(&level) {
-                return http::text(StatusCode::BAD_REQUEST, format!("{error}\n"));
-            }
-        }
-        pretty(&json!({ "level": control.current() }))
+        logging_page(self.logging.as_ref(), request)
     }
 
     /// The metrics server's routes.
     pub fn handle_stats(&self, request: &Request<()>) -> Response<String> {
-        if request.uri().path() != "/metrics" {
-            return http::text(StatusCode::NOT_FOUND, "metrics are at /metrics\n");
-        }
-        let mut body = String::new();
-        match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
-            Ok(()) => http::with_type(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body,
-            ),
-            Err(_) => http::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
-        }
+        metrics_page(&self.registry, request)
     }
 
     /// The readiness server's routes.
@@ -174,18 +144,5 @@ impl Admin {
                 format!("not ready: {reason}\n"),
             ),
         }
-    }
-}
-
-fn pretty(value: &impl serde::Serialize) -> Response<String> {
-    match serde_json::to_string_pretty(value) {
-        Ok(mut body) => {
-            body.push('\n');
-            http::json(body)
-        }
-        Err(error) => http::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the page: {error}\n"),
-        ),
     }
 }
