@@ -342,3 +342,65 @@ fn waypoint_settings(args: &Args) -> anyhow::Result<Option<WaypointSettings>> {
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let base = [
+            "istiod-lite",
+            "--source",
+            "kubernetes",
+            "--state-dir",
+            "/tmp/s",
+        ];
+        Args::try_parse_from(base.iter().chain(extra)).expect("flags parse")
+    }
+
+    #[test]
+    fn waypoints_are_deployed_by_default_with_tracing_off() {
+        let settings = waypoint_settings(&args(&["--token-audience", "mesh-ca"]))
+            .unwrap()
+            .expect("on by default");
+        assert_eq!(settings.image, "waypoint:dev");
+        assert_eq!(settings.token_audience, "mesh-ca");
+        assert_eq!(settings.tracing, TracingSettings::default());
+    }
+
+    #[test]
+    fn the_flag_turns_waypoint_deployment_off() {
+        let settings = waypoint_settings(&args(&["--deploy-waypoints", "false"])).unwrap();
+        assert_eq!(settings, None);
+    }
+
+    #[test]
+    fn tracing_settings_are_checked() {
+        let on = waypoint_settings(&args(&[
+            "--waypoint-otlp-endpoint",
+            "http://jaeger-collector.istio-system:4317",
+            "--waypoint-trace-sampling",
+            "100",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            on.tracing.otlp_endpoint.as_deref(),
+            Some("http://jaeger-collector.istio-system:4317")
+        );
+        assert_eq!(on.tracing.sampling_percent, 100.0);
+        // Empty is unset, as the waypoint reads it.
+        let empty = waypoint_settings(&args(&["--waypoint-otlp-endpoint", " "])).unwrap();
+        assert_eq!(empty.unwrap().tracing.otlp_endpoint, None);
+
+        let bad_sampling = waypoint_settings(&args(&["--waypoint-trace-sampling", "150"]));
+        let message = bad_sampling.unwrap_err().to_string();
+        assert!(message.contains("give 0 to 100"), "{message}");
+        let no_scheme = waypoint_settings(&args(&["--waypoint-otlp-endpoint", "jaeger:4317"]));
+        let message = no_scheme.unwrap_err().to_string();
+        assert!(
+            message.contains("must be a URL with its scheme"),
+            "{message}"
+        );
+    }
+}
