@@ -124,6 +124,14 @@ struct UpArgs {
     /// Seconds each component may take to become ready.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Where waypoints send their traces: an OTLP/gRPC collector,
+    /// `http://host:port` (overrides the topology's `tracing`).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Percent (0 to 100) of requests the waypoints trace when the caller
+    /// did not decide (the waypoint's default: 1).
+    #[arg(long, value_name = "PCT")]
+    trace_sampling: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +215,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 state_dir: cli.local.state_dir,
                 keep_on_failure: args.keep_on_failure,
                 timeout: Duration::from_secs(args.timeout),
+                otlp_endpoint: args.otlp_endpoint,
+                trace_sampling: args.trace_sampling,
             };
             Ok(mesh::up(&options, &mut std::io::stderr())?)
         }
@@ -327,6 +337,32 @@ mod tests {
         assert!(
             Cli::try_parse_from(["meshctl", "up"]).is_err(),
             "up needs -f"
+        );
+    }
+
+    #[test]
+    fn up_takes_where_waypoints_send_traces() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "up",
+            "-f",
+            "t.yaml",
+            "--otlp-endpoint",
+            "http://10.20.2.10:4317",
+            "--trace-sampling",
+            "100",
+        ])
+        .unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(
+            args.otlp_endpoint.as_deref(),
+            Some("http://10.20.2.10:4317")
+        );
+        assert_eq!(args.trace_sampling, Some(100.0));
+        assert!(
+            Cli::try_parse_from(["meshctl", "up", "-f", "t", "--trace-sampling", "all"]).is_err()
         );
     }
 

@@ -17,6 +17,7 @@
 //! - [`summary`]: pure: what `up` prints at the end.
 //! - [`waypoint`]: pure: a waypoint's pod, Service and Gateway.
 //! - [`waypoints`]: `meshctl waypoint apply|list|delete` on a running mesh.
+//! - [`traces`]: pure: where the waypoints send their traces (OTLP).
 //! - [`state`]: what a mesh made, on disk, and which mesh a command means.
 //! - [`up`], [`down`]: the two lifecycles.
 //! - [`network`], [`process`], [`probe`], [`binaries`]: the machine.
@@ -33,6 +34,7 @@ pub mod process;
 pub mod state;
 pub mod summary;
 pub mod topology;
+pub mod traces;
 pub mod up;
 pub mod waypoint;
 pub mod waypoints;

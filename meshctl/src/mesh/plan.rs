@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::cidr::Cidr;
 use super::error::TopologyError;
 use super::topology::{Namespace, Topology, resource_namespace};
+use super::traces::Tracing;
 
 /// Nodes take addresses on the node network from here on (`.1` is the
 /// control plane's).
@@ -41,6 +42,9 @@ pub struct Plan {
     pub resources: Vec<serde_yaml_ng::Value>,
     pub ztunnel_args: Vec<String>,
     pub istiod_args: Vec<String>,
+    /// Where waypoints send traces (the topology's, or `up`'s flags).
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +168,7 @@ impl Plan {
             resources,
             ztunnel_args: topology.ztunnel.args.clone(),
             istiod_args: topology.istiod.args.clone(),
+            tracing: topology.tracing.clone(),
         })
     }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cidr::Cidr;
 use super::error::TopologyError;
+use super::traces::Tracing;
 
 /// Mesh names become prefixes of network namespace names and of the
 /// state directory: short, and safe in a path and in `ip netns`.
@@ -44,6 +45,10 @@ pub struct Topology {
     pub ztunnel: Component,
     #[serde(default)]
     pub istiod: Component,
+    /// Where waypoints send their traces (OTLP/gRPC); none when absent.
+    /// `meshctl up --otlp-endpoint` overrides it.
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
     /// Commands `up` suggests once the mesh is ready.
     #[serde(default)]
     pub hints: Vec<String>,
@@ -187,6 +192,9 @@ impl Topology {
 
     fn check(&self) -> Result<(), String> {
         check_name("name", &self.name, MAX_MESH_NAME)?;
+        if let Some(tracing) = &self.tracing {
+            tracing.check("tracing:")?;
+        }
         if self.nodes.is_empty() {
             return Err("`nodes` is empty: a mesh needs at least one node".to_owned());
         }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::binaries;
 use super::down;
-use super::error::MeshError;
+use super::error::{MeshError, TopologyError};
 use super::network;
 use super::objects;
 use super::plan::Plan;
@@ -51,6 +51,10 @@ pub struct UpOptions {
     pub keep_on_failure: bool,
     /// How long each component may take to become ready.
     pub timeout: Duration,
+    /// `--otlp-endpoint` and `--trace-sampling`: the waypoints' traces,
+    /// over the topology's `tracing`.
+    pub otlp_endpoint: Option<String>,
+    pub trace_sampling: Option<f64>,
 }
 
 /// Brings the mesh up; progress goes to `progress` as it happens, and the
@@ -67,7 +71,16 @@ pub fn up(options: &UpOptions, progress: &mut dyn Write) -> Result<String, MeshE
         .name
         .clone()
         .unwrap_or_else(|| topology.name.clone());
-    let plan = Plan::new(&source, &topology, &name)?;
+    let mut plan = Plan::new(&source, &topology, &name)?;
+    plan.tracing = super::traces::merge(
+        topology.tracing.as_ref(),
+        options.otlp_endpoint.as_deref(),
+        options.trace_sampling,
+    )
+    .map_err(|message| TopologyError::Invalid {
+        source_name: source.clone(),
+        message,
+    })?;
     check_system()?;
     let programs = Programs::find(&plan)?;
     let dir = MeshDir::new(&options.state_dir, &name);

@@ -124,6 +124,10 @@ fn start(dir: &MeshDir, options: &ApplyOptions) -> Result<String, MeshError> {
         ("INSTANCE_IP".to_owned(), pod.ip.to_string()),
         ("RUST_LOG".to_owned(), log_level()),
     ];
+    let env = env
+        .into_iter()
+        .chain(state.plan.tracing.iter().flat_map(|t| t.waypoint_env()))
+        .collect();
     let record = spawn(
         &dir,
         &mut state,
