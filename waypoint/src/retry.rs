@@ -1,5 +1,6 @@
-//! Retry policy as data: which requests may be replayed, how long to wait
-//! before the next attempt, and the budget that keeps retries from
+//! Retry policy as data: which requests may be replayed, which answers
+//! are worth another attempt, how long to wait before the next attempt,
+//! and the budget that keeps retries from
 //! multiplying the load on a backend that fails everything.
 //!
 //! Nothing here reads a clock or draws a random number: the data path
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::Method;
+use http::{HeaderMap, Method, StatusCode};
 
 /// A request body is kept for replay only up to this size (Envoy's
 /// default buffer limit is of the same order); a larger one streams once.
@@ -43,6 +44,31 @@ pub fn is_replayable(method: &Method, body_ended_within_limit: bool) -> bool {
     ]
     .contains(method);
     idempotent || body_ended_within_limit
+}
+
+/// `grpc-status: 14`, UNAVAILABLE: the one gRPC code that the gRPC spec
+/// calls transient, "may be corrected by retrying with a backoff".
+const GRPC_UNAVAILABLE: &[u8] = b"14";
+
+/// Whether an upstream answer is worth another attempt under a rule that
+/// retries `codes` (HTTP status codes, as Gateway API's `retry.codes`):
+/// - its HTTP status is one of `codes`; or
+/// - it is a gRPC error answered trailers-only (HTTP 200 whose head
+///   carries `grpc-status`) with UNAVAILABLE, whatever `codes` says, as a
+///   failed connection is retried whatever `codes` says. Istio's default
+///   retry policy retries gRPC `unavailable` the same way.
+///
+/// Any other gRPC status is the service's answer and goes to the client
+/// unchanged. A status in trailers, after a response body, is never
+/// retried: the body has begun streaming to the client by then.
+pub fn is_retriable_answer(codes: &[StatusCode], status: StatusCode, headers: &HeaderMap) -> bool {
+    if codes.contains(&status) {
+        return true;
+    }
+    status == StatusCode::OK
+        && headers
+            .get("grpc-status")
+            .is_some_and(|code| code.as_bytes() == GRPC_UNAVAILABLE)
 }
 
 /// The wait before retry number `retry` (1 for the first): exponential

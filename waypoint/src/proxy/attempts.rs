@@ -5,7 +5,8 @@
 //! A retry goes to an endpoint not tried yet for the request when there
 //! is one; each attempt waits at most `backendRequest` for its response
 //! head, and the whole exchange, backoff included, at most `request`.
-//! Retriable are the rule's `codes` and a failed or broken connection; a
+//! Retriable are the rule's `codes`, a trailers-only gRPC UNAVAILABLE
+//! ([`is_retriable_answer`]) and a failed or broken connection; a
 //! timed-out attempt is not retried (its deadline was the rule's choice).
 
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use workload::{Service, State};
 use super::Inner;
 use super::body::{KeptBody, UpstreamBody};
 use super::upstream::{Endpoint, UpstreamError};
-use crate::retry::{DEFAULT_BACKOFF, backoff};
+use crate::retry::{DEFAULT_BACKOFF, backoff, is_retriable_answer};
 use crate::route::{Retry, Timeouts};
 use crate::trace::{AttemptEnd, RequestTrace};
 
@@ -124,7 +125,9 @@ impl Inner {
                 .send(&endpoint, request, per_try, (service, port, attempts))
                 .await;
             let retriable = match &outcome {
-                Outcome::Answered(response) => replay.retry.codes.contains(&response.status()),
+                Outcome::Answered(response) => {
+                    is_retriable_answer(&replay.retry.codes, response.status(), response.headers())
+                }
                 Outcome::Failed(_) => true,
                 Outcome::TimedOut(_) | Outcome::NoEndpoint => false,
             };

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use http::Method;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::*;
 
@@ -118,4 +118,41 @@ fn idempotent_methods_or_a_kept_body_are_replayable() {
     assert!(!is_replayable(&Method::POST, false));
     assert!(!is_replayable(&Method::PATCH, false));
     assert!(is_replayable(&Method::POST, true));
+}
+
+#[test]
+fn answers_with_a_listed_code_or_grpc_unavailable_are_retried() {
+    let codes = [StatusCode::SERVICE_UNAVAILABLE];
+    let none = HeaderMap::new();
+    assert!(is_retriable_answer(
+        &codes,
+        StatusCode::SERVICE_UNAVAILABLE,
+        &none
+    ));
+    assert!(!is_retriable_answer(&codes, StatusCode::BAD_GATEWAY, &none));
+    assert!(!is_retriable_answer(&codes, StatusCode::OK, &none));
+
+    let grpc = |code: &'static str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers
+    };
+    // Trailers-only UNAVAILABLE: retried even when `codes` lists nothing
+    // that looks like it.
+    assert!(is_retriable_answer(&[], StatusCode::OK, &grpc("14")));
+    assert!(is_retriable_answer(&codes, StatusCode::OK, &grpc("14")));
+    // Other gRPC statuses are the service's answer.
+    for code in ["0", "2", "4", "5", "13", "140"] {
+        assert!(
+            !is_retriable_answer(&codes, StatusCode::OK, &grpc(code)),
+            "grpc-status {code}"
+        );
+    }
+    // A grpc-status on an HTTP error is judged by the HTTP status.
+    assert!(!is_retriable_answer(
+        &[],
+        StatusCode::SERVICE_UNAVAILABLE,
+        &grpc("14")
+    ));
 }
