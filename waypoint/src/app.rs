@@ -10,6 +10,7 @@
 //!                    └─▶ Tracer ──▶ SpanExporter ── OTLP/gRPC ──▶ OTEL_EXPORTER_OTLP_ENDPOINT
 //!  15020 metrics: Istio's request metrics, Prometheus text
 //!  15021 readiness: synced with the control plane and holding a certificate
+//!  15000 admin (loopback): /config_dump, /certs, /logging
 //! ```
 //!
 //! # Shutdown (drain)
@@ -28,7 +29,9 @@ use identity::manager::CertState;
 use identity::{CertManager, CertManagerConfig, Identity};
 use prometheus_client::registry::Registry;
 use proto::core::Node;
+use telemetry::admin::metrics_page;
 use telemetry::http::{self, StatusCode};
+use telemetry::logging::LogControl;
 use telemetry::otlp::{Attribute, ExporterConfig, ExporterStats, Origin, SpanExporter};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,6 +42,7 @@ use xds::{
     DeltaClient, GrpcCaClient, TokenSource,
 };
 
+use crate::admin::Admin;
 use crate::config::{Args, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyParts};
@@ -81,6 +85,7 @@ pub struct App {
     hbone_addr: SocketAddr,
     stats_addr: SocketAddr,
     readiness_addr: SocketAddr,
+    admin_addr: SocketAddr,
     drain_deadline: Duration,
     /// Sends the spans, when tracing is on; flushed at the end of drain.
     exporter: Option<SpanExporter>,
@@ -93,6 +98,15 @@ impl App {
     /// Validates `args`, binds the listeners and starts everything; the
     /// first control-plane connection happens on the spawned client task.
     pub async fn start(args: &Args) -> Result<App, AppError> {
+        App::start_with_logging(args, None).await
+    }
+
+    /// As [`App::start`], with the log filter `/logging` can change (the
+    /// binary's; tests share one subscriber and leave it alone).
+    pub async fn start_with_logging(
+        args: &Args,
+        logging: Option<LogControl>,
+    ) -> Result<App, AppError> {
         args.validate()?;
         let identity = args.identity()?;
         let mesh = Arc::new(StateStore::new());
@@ -153,6 +167,8 @@ impl App {
         let hbone_listener = listen("HBONE", args.hbone_addr).await?;
         let stats_listener = listen("metrics", args.stats_addr).await?;
         let readiness_listener = listen("readiness", args.readiness_addr).await?;
+        let admin_listener = listen("admin", args.admin_addr).await?;
+        let admin_addr = admin_listener.local_addr().unwrap_or(args.admin_addr);
         let hbone_addr = hbone_listener.local_addr().unwrap_or(args.hbone_addr);
         let stats_addr = stats_listener.local_addr().unwrap_or(args.stats_addr);
         let readiness_addr = readiness_listener
@@ -161,6 +177,17 @@ impl App {
 
         let mut tasks = Vec::new();
         let draining = Arc::new(AtomicBool::new(false));
+        let status_certs = certs.clone();
+        let admin = Admin {
+            identity: identity.clone(),
+            xds_address: args.xds_address.as_str().into(),
+            xds_status: xds_status.clone(),
+            mesh: mesh.clone(),
+            config: config.clone(),
+            certs: Arc::new(move || status_certs.status()),
+            proxy: proxy.clone(),
+            logging,
+        };
         let readiness = Readiness {
             draining: draining.clone(),
             xds_status: xds_status.clone(),
@@ -168,6 +195,12 @@ impl App {
             certs,
             identity: identity.clone(),
         };
+        // Admin stays up while draining, to watch the drain.
+        tasks.push(tokio::spawn(http::serve(
+            admin_listener,
+            move |request| admin.handle(request),
+            std::future::pending::<()>(),
+        )));
         // Readiness answers 503 while draining; it stops with the app.
         tasks.push(tokio::spawn(http::serve(
             readiness_listener,
@@ -179,7 +212,7 @@ impl App {
         let registry = Arc::new(registry);
         tasks.push(tokio::spawn(http::serve(
             stats_listener,
-            move |request| stats_page(&registry, request),
+            move |request| metrics_page(&registry, request),
             std::future::pending::<()>(),
         )));
         tasks.push(tokio::spawn(client.run()));
@@ -204,6 +237,7 @@ impl App {
             hbone_addr,
             stats_addr,
             readiness_addr,
+            admin_addr,
             drain_deadline: args.drain_deadline(),
             exporter,
             tasks,
@@ -221,6 +255,11 @@ impl App {
 
     pub fn readiness_addr(&self) -> SocketAddr {
         self.readiness_addr
+    }
+
+    /// Where `/config_dump` is served.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub fn identity(&self) -> &Identity {
@@ -322,26 +361,6 @@ impl Readiness {
             return Err(format!("no certificate for {} yet", self.identity));
         }
         Ok(())
-    }
-}
-
-/// `/metrics` (and `/stats/prometheus`, where Istio's proxies serve them,
-/// so scrape annotations written for Istio work).
-fn stats_page(registry: &Registry, request: &http::Request<()>) -> http::Response<String> {
-    if !matches!(request.uri().path(), "/metrics" | "/stats/prometheus") {
-        return http::text(StatusCode::NOT_FOUND, "metrics are at /metrics\n");
-    }
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => http::with_type(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body,
-        ),
-        Err(_) => http::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot encode the metrics\n",
-        ),
     }
 }
 

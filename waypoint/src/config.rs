@@ -75,6 +75,10 @@ pub struct Args {
     /// Readiness (`/healthz/ready`).
     #[arg(long, env = "WAYPOINT_READINESS_ADDR", default_value = "0.0.0.0:15021")]
     pub readiness_addr: SocketAddr,
+    /// Admin server (`/config_dump`, `/certs`, `/logging`): keep it on
+    /// loopback, as ztunnel's.
+    #[arg(long, env = "WAYPOINT_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
     /// On SIGTERM, how long requests in flight get to finish (Istio's name).
     #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
@@ -112,6 +116,11 @@ pub enum ConfigError {
     },
     #[error("WAYPOINT_WORKER_THREADS must be at least 1")]
     NoWorkers,
+    #[error(
+        "the admin address {0} is not on loopback: it serves certificates and config, \
+         so bind it to 127.0.0.1 or ::1"
+    )]
+    AdminNotLoopback(SocketAddr),
     #[error("OTEL_EXPORTER_OTLP_ENDPOINT: {0}")]
     Otlp(#[from] telemetry::otlp::OtlpError),
 }
@@ -124,6 +133,9 @@ impl Args {
         self.identity()?;
         if self.worker_threads == 0 {
             return Err(ConfigError::NoWorkers);
+        }
+        if !self.admin_addr.ip().is_loopback() {
+            return Err(ConfigError::AdminNotLoopback(self.admin_addr));
         }
         if let Some(endpoint) = self.otlp_endpoint() {
             telemetry::otlp::parse_endpoint(endpoint)?;
@@ -212,6 +224,7 @@ mod tests {
         assert_eq!(a.hbone_addr.port(), 15008);
         assert_eq!(a.readiness_addr.port(), 15021);
         assert_eq!(a.stats_addr.port(), 15020);
+        assert_eq!(a.admin_addr, "127.0.0.1:15000".parse().unwrap());
         assert_eq!(
             a.node_id(),
             "router~127.0.0.1~waypoint.b~b.svc.cluster.local"
@@ -265,5 +278,18 @@ mod tests {
         assert!(error.to_string().contains("SERVICE_ACCOUNT"), "{error}");
         let error = args(&["--worker-threads", "0"]).validate().unwrap_err();
         assert_eq!(error, ConfigError::NoWorkers);
+    }
+
+    #[test]
+    fn the_admin_server_stays_on_loopback() {
+        args(&["--admin-addr", "[::1]:15000"]).validate().unwrap();
+        let error = args(&["--admin-addr", "0.0.0.0:15000"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::AdminNotLoopback("0.0.0.0:15000".parse().unwrap())
+        );
+        assert!(error.to_string().contains("127.0.0.1"), "{error}");
     }
 }

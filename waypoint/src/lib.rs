@@ -40,9 +40,13 @@
 //!   span per attempt), W3C `traceparent` continued or started, sampling;
 //!   exported by `telemetry::otlp` when an OTLP endpoint is set.
 //! - `config`: flags and environment, with Istio's variable names.
+//! - `admin`: the admin server's pages (15000, loopback): the services
+//!   served with their endpoints, routes and policies, the certificate,
+//!   the control-plane connection, the log filter.
 //! - `app`: the composition root and the drain protocol; `main.rs` adds
 //!   only the runtime, logging and signals.
 
+pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod config;

@@ -12,10 +12,14 @@ use waypoint::config::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(error) = telemetry::logging::init("info") {
-        eprintln!("waypoint: {error}; logging without run-time filter changes");
-    }
-    match run(&args) {
+    let logging = match telemetry::logging::init("info") {
+        Ok(control) => Some(control),
+        Err(error) => {
+            eprintln!("waypoint: {error}; logging without run-time filter changes");
+            None
+        }
+    };
+    match run(&args, logging) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -25,7 +29,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+fn run(args: &Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::Result<()> {
     args.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads)
@@ -35,7 +39,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     runtime.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let app = App::start(args).await?;
+        let app = App::start_with_logging(args, logging).await?;
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
             result = tokio::signal::ctrl_c() => {

@@ -41,6 +41,7 @@ async fn the_binary_becomes_ready_and_drains_on_sigterm() {
         .args(["--hbone-addr", &hbone.to_string()])
         .args(["--readiness-addr", readiness])
         .args(["--stats-addr", stats])
+        .args(["--admin-addr", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

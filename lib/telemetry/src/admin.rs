@@ -134,9 +134,11 @@ pub fn logging_page(control: Option<&LogControl>, request: &Request<()>) -> Resp
     pretty(&json!({ "level": control.current() }))
 }
 
-/// `/metrics` in the OpenMetrics text format; any other path is 404.
+/// `/metrics` (and `/stats/prometheus`, where Istio's proxies serve it,
+/// so that scrape configs written for Istio work) in the OpenMetrics text
+/// format; any other path is 404.
 pub fn metrics_page(registry: &Registry, request: &Request<()>) -> Response<String> {
-    if request.uri().path() != "/metrics" {
+    if !matches!(request.uri().path(), "/metrics" | "/stats/prometheus") {
         return http::text(StatusCode::NOT_FOUND, "metrics are at /metrics\n");
     }
     let mut body = String::new();
@@ -181,6 +183,8 @@ mod tests {
             "{}",
             page.body()
         );
+        let istio_path = metrics_page(&registry, &get("/stats/prometheus"));
+        assert_eq!(istio_path.body(), page.body());
         assert_eq!(
             metrics_page(&registry, &get("/stats")).status(),
             StatusCode::NOT_FOUND

@@ -323,6 +323,8 @@ impl ControlPlane {
             NODE_W,
             "--hbone-addr",
             &hbone,
+            "--admin-addr",
+            "127.0.0.1:0",
             "--stats-addr",
             "127.0.0.1:0",
             "--readiness-addr",
