@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tower_test::mock::{self, SendResponse};
 
 const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
+const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
 const SERVICE_ACCOUNT: &str = "/api/v1/namespaces/apps/serviceaccounts/waypoint";
 const SERVICE: &str = "/api/v1/namespaces/apps/services/waypoint";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/apps/deployments/waypoint";
@@ -37,11 +38,12 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 type Pending = (Request<Body>, SendResponse<Response<Body>>);
 
 /// The mocked API server: lists answered at once, watches held open
-/// (except the Gateways' watch, which the test answers), writes queued for
-/// the test.
+/// (except those of Gateways and Deployments, which the test answers),
+/// writes queued for the test.
 struct ApiServer {
     patches: mpsc::UnboundedReceiver<Pending>,
     gateway_watches: mpsc::UnboundedReceiver<SendResponse<Response<Body>>>,
+    deployment_watches: mpsc::UnboundedReceiver<SendResponse<Response<Body>>>,
     /// Every GET, as `path?query`, for checks on what is watched.
     reads: Arc<Mutex<Vec<String>>>,
 }
@@ -73,6 +75,7 @@ fn start(gateways: Vec<Value>) -> ApiServer {
     );
     let (patches_tx, patches) = mpsc::unbounded_channel();
     let (watches_tx, gateway_watches) = mpsc::unbounded_channel();
+    let (deployment_watches_tx, deployment_watches) = mpsc::unbounded_channel();
     let reads = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&reads);
     tokio::spawn(async move {
@@ -88,6 +91,8 @@ fn start(gateways: Vec<Value>) -> ApiServer {
             if query(&request).get("watch").map(String::as_str) == Some("true") {
                 if path == GATEWAYS {
                     let _ = watches_tx.send(respond);
+                } else if path == DEPLOYMENTS {
+                    let _ = deployment_watches_tx.send(respond);
                 } else {
                     held.push(respond);
                 }
@@ -110,6 +115,7 @@ fn start(gateways: Vec<Value>) -> ApiServer {
     ApiServer {
         patches,
         gateway_watches,
+        deployment_watches,
         reads,
     }
 }
@@ -159,14 +165,28 @@ impl ApiServer {
             .await
             .expect("no Gateway watch")
             .unwrap();
-        let body: String = events.iter().map(|event| format!("{event}\n")).collect();
-        respond.send_response(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from(body.into_bytes()))
-                .unwrap(),
-        );
+        serve_events(respond, events);
     }
+
+    /// Answers the next watch of Deployments with `events`, one per line.
+    async fn serve_deployment_watch(&mut self, events: &[Value]) {
+        let respond = tokio::time::timeout(STEP_TIMEOUT, self.deployment_watches.recv())
+            .await
+            .expect("no Deployment watch")
+            .unwrap();
+        serve_events(respond, events);
+    }
+}
+
+/// A watch body: `events`, one JSON object per line, then its end.
+fn serve_events(respond: SendResponse<Response<Body>>, events: &[Value]) {
+    let body: String = events.iter().map(|event| format!("{event}\n")).collect();
+    respond.send_response(
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(body.into_bytes()))
+            .unwrap(),
+    );
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
@@ -412,4 +432,48 @@ async fn a_waypoint_with_a_bad_listener_gets_only_a_status_saying_why() {
         .unwrap();
     assert!(message.contains("port 15009"), "{message}");
     assert!(status["status"].get("addresses").is_none());
+}
+
+#[tokio::test]
+async fn a_deleted_waypoint_deployment_is_applied_again() {
+    let mut api = start(vec![waypoint()]);
+    api.accept_apply(SERVICE_ACCOUNT, json!({})).await;
+    api.accept_apply(SERVICE, json!({ "spec": { "clusterIP": "10.96.0.23" } }))
+        .await;
+    api.accept_apply(DEPLOYMENT, json!({})).await;
+    let first = accept_status(&mut api).await;
+
+    // Someone deletes the Deployment: the watch of owned Deployments (their
+    // metadata only) names it, and its controller owner leads back to the
+    // Gateway, which is reconciled again.
+    let deleted = json!({
+        "type": "DELETED",
+        "object": {
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": {
+                "name": "waypoint",
+                "namespace": "apps",
+                "resourceVersion": "12",
+                "labels": { "gateway.istio.io/managed": "istio.io-mesh-controller" },
+                "ownerReferences": [{
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "Gateway",
+                    "name": "waypoint",
+                    "uid": "uid-waypoint",
+                    "controller": true,
+                }],
+            },
+        },
+    });
+    api.serve_deployment_watch(&[deleted]).await;
+    api.accept_apply(SERVICE_ACCOUNT, json!({})).await;
+    api.accept_apply(SERVICE, json!({ "spec": { "clusterIP": "10.96.0.23" } }))
+        .await;
+    let again = api.accept_apply(DEPLOYMENT, json!({})).await;
+    assert_eq!(again["kind"], "Deployment");
+    // The Gateway is unchanged, so its status says the same.
+    let second = accept_status(&mut api).await;
+    assert_eq!(conditions(&second), conditions(&first));
+    assert_eq!(second["status"]["addresses"], first["status"]["addresses"]);
 }
