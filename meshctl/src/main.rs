@@ -140,6 +140,18 @@ enum NamespaceAction {
     Enable { namespace: String },
     /// Remove istio.io/dataplane-mode: the namespace's pods leave the mesh.
     Disable { namespace: String },
+    /// Set istio.io/use-waypoint=<name> (the namespace's services' traffic
+    /// goes through that waypoint), or remove it with --none; the
+    /// waypoint keeps running.
+    UseWaypoint {
+        namespace: String,
+        /// The waypoint, in the same namespace.
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        name: Option<String>,
+        /// Remove the label instead.
+        #[arg(long)]
+        none: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +237,16 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             let (namespace, enrolled) = match action {
                 NamespaceAction::Enable { namespace } => (namespace, true),
                 NamespaceAction::Disable { namespace } => (namespace, false),
+                NamespaceAction::UseWaypoint {
+                    namespace, name, ..
+                } => {
+                    return Ok(mesh::waypoints::use_waypoint(
+                        state_dir,
+                        mesh,
+                        &namespace,
+                        name.as_deref(),
+                    )?);
+                }
             };
             Ok(mesh::set_enrollment(state_dir, mesh, &namespace, enrolled)?)
         }

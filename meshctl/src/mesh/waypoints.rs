@@ -1,5 +1,7 @@
 //! `meshctl waypoint apply|list|delete`: a waypoint's pod made, started
-//! and removed on a running local mesh (the layout is in [`super::waypoint`]).
+//! and removed on a running local mesh (the layout is in [`super::waypoint`]);
+//! `meshctl namespace use-waypoint`: a namespace's `istio.io/use-waypoint`
+//! label set or removed, with the waypoint left running.
 //!
 //! Order matters for traffic. `apply` writes the Gateway and Service first
 //! (so the pod is a waypoint, whose identity its node may sign for, as soon
@@ -255,6 +257,49 @@ pub fn delete(
     Ok(text)
 }
 
+/// `meshctl namespace use-waypoint <ns> <name>|--none`: sets or removes
+/// the namespace's `istio.io/use-waypoint` label, as `kubectl label` would
+/// on a cluster, and waits until every ztunnel routes the namespace's
+/// services accordingly. The waypoint itself keeps running either way.
+pub fn use_waypoint(
+    state_dir: &Path,
+    mesh: Option<&str>,
+    namespace: &str,
+    waypoint: Option<&str>,
+) -> Result<String, MeshError> {
+    let dir = state::select(state_dir, mesh)?;
+    let mut state = dir.load()?;
+    let Some(name) = waypoint else {
+        set_use_waypoint(&dir, &mut state, namespace, None)?;
+        let mut text = format!(
+            "namespace `{namespace}`: {USE_WAYPOINT_LABEL} removed; its services' traffic goes straight to them again\n"
+        );
+        if let Err(waited) = wait_until_direct(&state, namespace) {
+            let _ = writeln!(text, "note: {waited}; it will follow shortly");
+        }
+        return Ok(text);
+    };
+    let Some(vip) = state
+        .plan
+        .waypoints()
+        .find(|(pod, service)| pod.namespace == namespace && service.name == name)
+        .map(|(_, service)| service.vip.to_string())
+    else {
+        return Err(MeshError::NotFound(format!(
+            "namespace `{namespace}` has no waypoint `{name}`: deploy it first with \
+             `meshctl waypoint apply -n {namespace} --name {name}`"
+        )));
+    };
+    set_use_waypoint(&dir, &mut state, namespace, Some(name))?;
+    let mut text = format!(
+        "namespace `{namespace}`: {USE_WAYPOINT_LABEL}={name}; its services' traffic goes through the waypoint\n"
+    );
+    if let Err(waited) = wait_until_routed(&state, namespace, name, &vip) {
+        let _ = writeln!(text, "note: {waited}; it will follow shortly");
+    }
+    Ok(text)
+}
+
 /// `meshctl waypoint list`.
 pub fn list(state_dir: &Path, mesh: Option<&str>) -> Result<String, MeshError> {
     let dir = state::select(state_dir, mesh)?;
@@ -352,6 +397,21 @@ fn wait_until_unrouted(state: &MeshState, namespace: &str, name: &str) -> Result
     wait_for_ztunnels(state, "drop the waypoint", move |dump| {
         !services(dump).any(|svc| svc["hostname"] == hostname.as_str())
     })
+}
+
+/// Every node's ztunnel sends the namespace's services to them directly,
+/// through no waypoint.
+fn wait_until_direct(state: &MeshState, namespace: &str) -> Result<(), String> {
+    let namespace = namespace.to_owned();
+    wait_for_ztunnels(
+        state,
+        "route the namespace around the waypoint",
+        move |dump| {
+            services(dump)
+                .filter(|svc| svc["namespace"] == namespace.as_str())
+                .all(|svc| svc["waypoint"].is_null())
+        },
+    )
 }
 
 /// Every node's ztunnel sends the namespace's services (but the
