@@ -18,10 +18,10 @@ use telemetry::logging::LogControl;
 use tokio::sync::watch;
 use xds::ClientStatus;
 
-pub use telemetry::admin::rfc3339;
 use crate::connections::ConnectionTracker;
 use crate::pods::PodDirectory;
 use crate::state::StateStore;
+pub use telemetry::admin::rfc3339;
 
 /// The certificate status source (the cert manager, whatever its CA client).
 pub type CertStatusFn = Arc<dyn Fn() -> Vec<CertStatus> + Send + Sync>;
