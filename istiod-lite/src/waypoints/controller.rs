@@ -125,6 +125,35 @@ fn advice(error: &kube::Error, resource: &str) -> String {
     }
 }
 
+/// What a failed list or watch of Gateways or owned objects means. (The
+/// error does not say which kind failed: kube-rs merges the watches.)
+fn watch_advice(error: &watcher::Error) -> &'static str {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    };
+    match status {
+        Some(403) => {
+            "watching waypoint Gateways or their objects is forbidden: grant istiod-lite's \
+             service account get, list and watch on gateways.gateway.networking.k8s.io, \
+             serviceaccounts, services and deployments.apps; retrying with backoff"
+        }
+        Some(404) => {
+            "the Gateway API is not served: install the Gateway API standard CRDs (or \
+             manifests/crds.yaml); no waypoint is deployed until then; retrying with backoff"
+        }
+        // An expired resourceVersion: the watcher lists again by itself.
+        Some(410) => "a watch of waypoint Gateways or their objects expired; listing again",
+        _ => {
+            "watching waypoint Gateways or their objects failed: is the API server \
+              reachable? retrying with backoff"
+        }
+    }
+}
+
 /// Deploys a waypoint for each Gateway of class `istio-waypoint`; see the
 /// module docs.
 pub struct WaypointController {
@@ -195,12 +224,9 @@ impl WaypointController {
                 Ok((gateway, _)) => debug!(gateway = %gateway, "waypoint reconciled"),
                 // Logged with its advice by `error_policy`.
                 Err(controller::Error::ReconcilerFailed(..)) => {}
-                Err(controller::Error::QueueError(error)) => warn!(
-                    %error,
-                    "watching Gateways or waypoint objects failed: istiod-lite needs list \
-                     and watch on gateways, serviceaccounts, services and deployments; \
-                     retrying with backoff"
-                ),
+                Err(controller::Error::QueueError(error)) => {
+                    warn!(%error, "{}", watch_advice(&error));
+                }
                 Err(error) => debug!(%error, "waypoint controller"),
             }
             std::future::ready(())
@@ -358,6 +384,18 @@ mod tests {
             message.contains("`patch` and `create` on deployments.apps"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_failed_watch_says_what_to_install_or_grant() {
+        let api = |code: u16| {
+            let status = kube::core::Status::failure("refused", "Reason").with_code(code);
+            watcher::Error::InitialListFailed(kube::Error::Api(status.into()))
+        };
+        assert!(watch_advice(&api(403)).contains("grant istiod-lite's service account get"));
+        assert!(watch_advice(&api(404)).contains("install the Gateway API standard CRDs"));
+        assert!(watch_advice(&api(500)).contains("is the API server reachable?"));
+        assert!(watch_advice(&watcher::Error::NoResourceVersion).contains("reachable"));
     }
 
     #[test]
