@@ -1,5 +1,5 @@
 # Shared by the e2e benches (run.sh, waypoint.sh): messages, process
-# samples, wrk's report and how busy the machine was. Sourced, not run.
+# samples, wrk's and h2load's reports and how busy the machine was. Sourced, not run.
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "e2e/bench: $*"; exit 1; }
@@ -23,6 +23,44 @@ parse_wrk() {
     [[ -n $json ]] || die "wrk printed no report (see wrk-report.lua)"
     jq '. + {per_s: (.requests / (.duration_us / 1e6))}
         | .errors_total = ([.errors[]] | add)' <<<"$json"
+}
+
+# h2load's summary (stdin) and its --log-file (one line per response:
+# start, status, microseconds to the end of the response), as the same
+# figures as parse_wrk. h2load prints no percentiles, so p50 and p99 come
+# from the log by nearest rank: a latency some request really had. The
+# log must be fresh: h2load appends to it. Its errors are h2load's failed
+# (which counts non-2xx answers; `non_2xx` says how many of them),
+# errored and timed-out requests.
+parse_h2load() {
+    local log_file=$1 report duration_s per_s requests p50 p99 mean
+    local succeeded failed errored timeout non2xx
+    report=$(cat)
+    read -r duration_s per_s < <(sed -n \
+        's/^finished in \([0-9.]*\)s, \([0-9.]*\) req\/s.*/\1 \2/p' <<<"$report")
+    [[ -n ${per_s:-} ]] || die "h2load printed no summary: $report"
+    read -r succeeded failed errored timeout < <(sed -n \
+        's/^requests: .* \([0-9]*\) succeeded, \([0-9]*\) failed, \([0-9]*\) errored, \([0-9]*\) timeout.*/\1 \2 \3 \4/p' \
+        <<<"$report")
+    non2xx=$(sed -n 's/^status codes: .* \([0-9]*\) 3xx, \([0-9]*\) 4xx, \([0-9]*\) 5xx.*/\1 \2 \3/p' \
+        <<<"$report" | awk '{print $1 + $2 + $3}')
+    read -r requests p50 p99 mean < <(cut -f3 "$log_file" | sort -n | awk '
+        { v[NR] = $1; sum += $1 }
+        END {
+            if (NR == 0) { print 0, 0, 0, 0; exit }
+            r50 = int((NR * 50 + 99) / 100); r99 = int((NR * 99 + 99) / 100)
+            print NR, v[r50], v[r99], sum / NR
+        }')
+    ((requests > 0)) || die "h2load logged no request: $report"
+    jq -n --argjson requests "$requests" --argjson duration_s "$duration_s" \
+        --argjson per_s "$per_s" --argjson p50 "$p50" --argjson p99 "$p99" \
+        --argjson mean "$mean" --argjson succeeded "${succeeded:-0}" \
+        --argjson failed "${failed:-0}" --argjson errored "${errored:-0}" \
+        --argjson timeout "${timeout:-0}" --argjson status "${non2xx:-0}" '
+        {requests: $requests, duration_us: ($duration_s * 1e6 | floor), per_s: $per_s,
+         p50_us: $p50, p99_us: $p99, mean_us: $mean, succeeded: $succeeded,
+         non_2xx: $status, errors: {failed: $failed, errored: $errored, timeout: $timeout}}
+        | .errors_total = ([.errors[]] | add)'
 }
 
 # How busy the machine was just before the runs, in the report: on a

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# HTTP through a waypoint, against ztunnel only and against no mesh at all,
-# in one run.
+# HTTP/1.1 and HTTP/2 through a waypoint, against ztunnel only and against
+# no mesh at all, in one run.
 #
 # Brings up e2e/bench/waypoint-topology.yaml with meshctl (namespaces
 # `direct`, `mesh` and `wp`, each with a client on node-a and a server on
 # node-b), deploys a waypoint for `wp` with `meshctl waypoint apply
-# --enroll-namespace`, and runs wrk (HTTP/1.1, keep-alive) with 1 and 16
-# connections against each path back to back. Around each run through the
-# waypoint it samples the waypoint process: CPU seconds and resident
-# memory. It prints requests per second, p50 and p99 per path, what the
-# waypoint adds at p50, its CPU seconds per 1,000 requests and its memory,
-# and writes everything as JSON.
+# --enroll-namespace`, and runs wrk (HTTP/1.1, keep-alive) and h2load
+# (HTTP/2 with prior knowledge, one stream at a time per connection) with 1
+# and 16 connections against each path back to back. Around each run
+# through the waypoint it samples the waypoint process: CPU seconds and
+# resident memory. It prints requests per second, p50 and p99 per path,
+# the waypoint's throughput as a share of the other two paths', what it
+# adds at p50, its CPU seconds per 1,000 requests and its memory, and
+# writes everything as JSON.
 #
 # Usage (root): e2e/bench/waypoint.sh
-#   BENCH_DURATION=5   seconds per measurement (6 measurements)
+#   BENCH_DURATION=5   seconds per measurement (12 measurements)
 #   BENCH_OUTPUT=target/e2e-waypoint-bench.json
 #   BENCH_PROFILE=release, BENCH_BUILD=1, BENCH_MESH, MESHCTL_STATE_DIR: as run.sh
 set -euo pipefail
@@ -27,8 +29,9 @@ mesh=${BENCH_MESH:-e2e-wp-bench-$$}
 source "$repo/e2e/bench/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, capture): run it with sudo -E"
-for tool in wrk jq ip nft; do
-    command -v "$tool" >/dev/null || die "missing $tool: apt-get install -y wrk jq iproute2 nftables"
+for tool in wrk h2load jq ip nft; do
+    command -v "$tool" >/dev/null ||
+        die "missing $tool: apt-get install -y wrk nghttp2-client jq iproute2 nftables"
 done
 [[ $duration =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION=$duration: whole seconds, at least 1"
 case $profile in
@@ -82,19 +85,39 @@ done
 grep -q 'dst.service=server.wp.svc' "$MESHCTL_STATE_DIR/$mesh/logs/pod-wp-waypoint.log" ||
     die "wp's requests do not reach the waypoint: see its log"
 
+# And over HTTP/2: the apps serve h2c on the same port, and the waypoint
+# forwards each request in the client's version.
+"$meshctl" exec wp/client -- h2load -n 20 -c 1 "${url[wp]}h2-warm-up" >/dev/null
+grep -q 'protocol="HTTP/2".*path=/h2-warm-up' "$MESHCTL_STATE_DIR/$mesh/logs/pod-wp-waypoint.log" ||
+    die "wp's HTTP/2 requests do not reach the waypoint as HTTP/2: see its log"
+
 runs=$work/runs.jsonl
-# wrk_run <measurement> <connections> <ns>: one wrk run from <ns>/client,
-# with the waypoint's CPU and memory around it.
-wrk_run() {
+# load_run <measurement> <connections> <ns>: one wrk run (http_*) or h2load
+# run (h2_*) from <ns>/client, with the waypoint's CPU and memory around it.
+load_run() {
     local measurement=$1 connections=$2 ns=$3 threads=$(($2 < 2 ? 1 : 2))
-    local ticks0 ticks1 rss1 hwm1 raw figures
+    local ticks0 ticks1 rss1 hwm1 raw figures h2log=$work/h2load-$1-$3.log
     log "  $measurement, $ns"
     echo 5 >"/proc/$waypoint_pid/clear_refs"
     read -r ticks0 _ _ <<<"$(sample "$waypoint_pid")"
-    raw=$("$meshctl" exec "$ns/client" -- wrk --threads "$threads" --connections "$connections" \
-        --duration "${duration}s" --script "$repo/e2e/bench/wrk-report.lua" "${url[$ns]}")
+    case $measurement in
+        http_*)
+            raw=$("$meshctl" exec "$ns/client" -- wrk --threads "$threads" \
+                --connections "$connections" --duration "${duration}s" \
+                --script "$repo/e2e/bench/wrk-report.lua" "${url[$ns]}")
+            ;;
+        h2_*)
+            # -m 1: one request in flight per connection, as wrk has.
+            raw=$("$meshctl" exec "$ns/client" -- h2load --threads "$threads" \
+                --clients "$connections" --max-concurrent-streams 1 \
+                --duration "$duration" --log-file "$h2log" "${url[$ns]}")
+            ;;
+    esac
     read -r ticks1 rss1 hwm1 <<<"$(sample "$waypoint_pid")"
-    figures=$(parse_wrk <<<"$raw")
+    case $measurement in
+        http_*) figures=$(parse_wrk <<<"$raw") ;;
+        h2_*) figures=$(parse_h2load "$h2log" <<<"$raw") ;;
+    esac
     jq -nc --arg m "$measurement" --arg ns "$ns" --argjson f "$figures" \
         --argjson cpu "$(jq -n --argjson t $((ticks1 - ticks0)) --argjson hz "$clk_tck" '$t / $hz')" \
         --argjson rss "$rss1" --argjson hwm "$hwm1" \
@@ -105,8 +128,10 @@ wrk_run() {
 idle_rss=$(sample "$waypoint_pid" | cut -d' ' -f2)
 busy_before=$(cpu_busy_percent)
 log "measuring, ${duration} s each (direct, mesh, wp)..."
-for ns in direct mesh wp; do wrk_run http_1_connection 1 "$ns"; done
-for ns in direct mesh wp; do wrk_run http_16_connections 16 "$ns"; done
+for ns in direct mesh wp; do load_run http_1_connection 1 "$ns"; done
+for ns in direct mesh wp; do load_run http_16_connections 16 "$ns"; done
+for ns in direct mesh wp; do load_run h2_1_connection 1 "$ns"; done
+for ns in direct mesh wp; do load_run h2_16_connections 16 "$ns"; done
 
 report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
@@ -119,7 +144,8 @@ report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
         machine: {cpus: $cpus, cpu: $cpu, cpu_busy_percent_before: $busy},
         settings: {duration_s: $duration, profile: $profile},
         waypoint_idle_rss_kib: $idle,
-        summary: [("http_1_connection", "http_16_connections") as $m
+        summary: [("http_1_connection", "http_16_connections", "h2_1_connection",
+                    "h2_16_connections") as $m
             | run($m; "wp") as $wp
             | {measurement: $m,
                per_s: {direct: run($m; "direct").figures.per_s, mesh: run($m; "mesh").figures.per_s,
@@ -128,6 +154,8 @@ report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
                         wp: $wp.figures.p50_us},
                p99_us: {direct: run($m; "direct").figures.p99_us, mesh: run($m; "mesh").figures.p99_us,
                         wp: $wp.figures.p99_us},
+               per_s_ratio: {wp_over_direct: ($wp.figures.per_s / run($m; "direct").figures.per_s),
+                             wp_over_mesh: ($wp.figures.per_s / run($m; "mesh").figures.per_s)},
                added_p50_us_over_mesh: ($wp.figures.p50_us - run($m; "mesh").figures.p50_us),
                added_p50_us_over_direct: ($wp.figures.p50_us - run($m; "direct").figures.p50_us),
                waypoint_cpu_s_per_1000_requests: (1000 * $wp.waypoint.cpu_seconds / $wp.figures.requests),
@@ -145,6 +173,10 @@ jq -r '.summary[] | . as $s | ("per_s", "p50_us", "p99_us") as $f
     while IFS=$'\t' read -r m f d me w; do
         printf '%-21s %-8s %10.0f %10.0f %10.0f\n' "$m" "$f" "$d" "$me" "$w"
     done
+printf '\n%-21s %22s %22s\n' measurement "waypoint/direct req/s" "waypoint/mesh req/s"
+jq -r '.summary[] | [.measurement, .per_s_ratio.wp_over_direct, .per_s_ratio.wp_over_mesh]
+        | @tsv' <<<"$report" |
+    while IFS=$'\t' read -r m rd rm; do printf '%-21s %22.2f %22.2f\n' "$m" "$rd" "$rm"; done
 printf '\n%-21s %16s %16s %22s %14s\n' measurement "added p50 (mesh)" "added p50 (dir.)" \
     "waypoint CPU s/1000 req" "waypoint peak"
 jq -r '.summary[] | [.measurement, .added_p50_us_over_mesh, .added_p50_us_over_direct,
@@ -155,5 +187,5 @@ jq -r '.summary[] | [.measurement, .added_p50_us_over_mesh, .added_p50_us_over_d
     done
 printf '\nwaypoint idle: %.1f MiB\n' "$(awk -v k="$idle_rss" 'BEGIN {print k / 1024}')"
 errors=$(jq '[.runs[] | .figures.errors_total // 0] | add' <<<"$report")
-if ((errors)); then printf '\nwrk counted %s errors: see %s\n' "$errors" "$output"; fi
+if ((errors)); then printf '\nwrk and h2load counted %s errors: see %s\n' "$errors" "$output"; fi
 printf '\nJSON: %s\n' "$output"
