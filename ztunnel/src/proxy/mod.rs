@@ -276,6 +276,11 @@ async fn accept_loop<F, Fut>(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                // The proxy writes what arrives as it arrives: an HTTP/2
+                // response relayed from a waypoint comes as a HEADERS and
+                // a DATA frame, two small writes, and with Nagle the
+                // second waits for the client's delayed ACK (40 ms).
+                let _ = tcp.set_nodelay(true);
                 tokio::spawn(handle(tcp, peer));
             }
             // Out of file descriptors and the like: back off briefly
@@ -285,5 +290,29 @@ async fn accept_loop<F, Fut>(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every accepted connection is handed over with Nagle off, so that a
+    /// relayed response in several small writes is not held back.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_drain_tx, drain) = watch::channel(false);
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        let seen_tx = std::sync::Mutex::new(Some(seen_tx));
+        tokio::spawn(accept_loop(listener, drain, "test", move |tcp, _| {
+            if let Some(tx) = seen_tx.lock().unwrap().take() {
+                let _ = tx.send(tcp.nodelay().unwrap());
+            }
+            async {}
+        }));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(seen_rx.await.unwrap(), "TCP_NODELAY is off");
     }
 }
