@@ -15,7 +15,9 @@
 
 use std::path::PathBuf;
 
-use istiod_lite::model::{AuthorizationPolicy, Gateway, HTTPRoute, PeerAuthentication};
+use istiod_lite::model::{
+    AuthorizationPolicy, Gateway, HTTPRoute, PeerAuthentication, VirtualService,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::CustomResourceExt;
 use serde::Deserialize;
@@ -37,6 +39,7 @@ fn generated_crds() -> String {
     let crds = [
         AuthorizationPolicy::crd(),
         PeerAuthentication::crd(),
+        VirtualService::crd(),
         Gateway::crd(),
         HTTPRoute::crd(),
     ];
@@ -106,6 +109,7 @@ fn the_cluster_role_covers_every_watched_kind_and_token_reviews() {
         ("", "services"),
         ("security.istio.io", "authorizationpolicies"),
         ("security.istio.io", "peerauthentications"),
+        ("networking.istio.io", "virtualservices"),
         ("gateway.networking.k8s.io", "gateways"),
         ("gateway.networking.k8s.io", "httproutes"),
     ];

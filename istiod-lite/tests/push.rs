@@ -344,3 +344,67 @@ async fn waypoint_routes_and_authorizations_are_pushed_and_follow_their_objects(
     assert_eq!(removed.removed_resources, vec![HOST]);
     running.shutdown().await;
 }
+
+const FAULTS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-faults, namespace: apps}
+spec:
+  hosts: [web]
+  http:
+  - fault:
+      abort: {httpStatus: 503, percentage: {value: 30}}
+";
+
+#[tokio::test]
+async fn waypoint_faults_are_pushed_and_follow_their_virtual_service() {
+    use proto::WAYPOINT_FAULTS_TYPE_URL;
+    const HOST: &str = "web.apps.svc.cluster.local";
+    let running = Running::start(Duration::from_millis(20), Duration::from_secs(1)).await;
+    let mesh = MESH.replace(
+        "labels: {istio.io/dataplane-mode: ambient}",
+        "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
+    );
+    running
+        .upsert(&format!("{mesh}---{WAYPOINT_MESH}---\n{FAULTS}"))
+        .await;
+    running.synced().await;
+    let mut faults = subscribe(&running, WAYPOINT_FAULTS_TYPE_URL).await;
+
+    let initial = faults.recv().await;
+    assert_eq!(names(&initial).into_keys().collect::<Vec<_>>(), vec![HOST]);
+    let body = initial.resources[0].resource.as_ref().unwrap();
+    assert_eq!(body.type_url, WAYPOINT_FAULTS_TYPE_URL);
+    let decoded = proto::waypoint::WaypointFaults::decode(body.value.as_slice()).unwrap();
+    // What is pushed is what the waypoint accepts.
+    let converted = waypoint::fault::ServiceFaults::try_from(decoded.clone()).unwrap();
+    assert_eq!(&*converted.hostname, HOST);
+    let abort = decoded.rules[0]
+        .fault
+        .as_ref()
+        .unwrap()
+        .abort
+        .as_ref()
+        .unwrap();
+    assert_eq!((abort.http_status, abort.percentage), (503, 30.0));
+    let first_version = names(&initial)[HOST].clone();
+
+    // A change of percentage: a new version of the one resource.
+    running
+        .upsert(&FAULTS.replace("value: 30", "value: 40"))
+        .await;
+    let changed = faults.recv().await;
+    let version = names(&changed).get(HOST).cloned();
+    assert!(version.is_some_and(|v| v != first_version), "{changed:?}");
+
+    running
+        .send(vec![Change::Remove(ObjectKey::new(
+            ObjectKind::VirtualService,
+            "apps",
+            "web-faults",
+        ))])
+        .await;
+    let removed = faults.recv().await;
+    assert_eq!(removed.removed_resources, vec![HOST]);
+    running.shutdown().await;
+}

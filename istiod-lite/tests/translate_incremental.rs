@@ -81,6 +81,11 @@ fn differences(a: &Translated, b: &Translated) -> BTreeSet<String> {
             names.insert(format!("authorization {name}"));
         }
     }
+    for name in wa.faults.keys().chain(wb.faults.keys()) {
+        if wa.faults.get(name) != wb.faults.get(name) {
+            names.insert(format!("faults {name}"));
+        }
+    }
     let a_diags: BTreeSet<_> = a.diagnostics.iter().collect();
     let b_diags: BTreeSet<_> = b.diagnostics.iter().collect();
     names.extend(
@@ -367,6 +372,50 @@ fn waypoint_resources_follow_routes_policies_and_the_waypoint_itself() {
     assert!(delta.waypoint.is_none());
     out.apply(&delta);
     assert_eq!(out, translate_all(&index, &MeshConfig::default()));
+}
+
+#[test]
+fn waypoint_faults_follow_virtual_services_and_the_waypoint() {
+    const FAULTS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings-faults\n  namespace: shop\n  creationTimestamp: \"2026-03-01T00:00:00Z\"\nspec:\n  hosts: [ratings]\n  http:\n  - fault:\n      abort:\n        httpStatus: 503\n        percentage: {value: 30}\n";
+    const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: waypoint\n  namespace: shop\nspec:\n  gatewayClassName: istio-waypoint\n";
+    let path = format!(
+        "{}/tests/fixtures/waypoint_faults.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut index = Index::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = translate_all(&index, &MeshConfig::default());
+    let ratings = "ratings.shop.svc.cluster.local";
+
+    // A newer VirtualService for ratings is ignored, with a diagnostic.
+    let changed = check(&mut index, &mut out, vec![Change::Upsert(FAULTS)]);
+    assert!(changed.contains("shop/ratings-faults"), "{changed:?}");
+    // Without the one that held ratings, the new one takes over.
+    let changed = check(
+        &mut index,
+        &mut out,
+        vec![Change::Remove(ObjectKind::VirtualService, "shop", "late")],
+    );
+    assert!(
+        changed.contains(&format!("faults {ratings}")),
+        "{changed:?}"
+    );
+    assert_eq!(
+        out.waypoint.faults[ratings].rules[0].source,
+        "shop/ratings-faults http 0"
+    );
+
+    // Without its Gateway nothing injects faults: no resource at all.
+    check(
+        &mut index,
+        &mut out,
+        vec![Change::Remove(ObjectKind::Gateway, "shop", "waypoint")],
+    );
+    assert!(out.waypoint.faults.is_empty());
+    let changed = check(&mut index, &mut out, vec![Change::Upsert(GATEWAY)]);
+    assert!(
+        changed.contains(&format!("faults {ratings}")),
+        "{changed:?}"
+    );
 }
 
 /// A namespace of 500 pods, ten per `app` label, and one policy.

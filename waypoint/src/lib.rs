@@ -21,6 +21,10 @@
 //!   service, built with `TryFrom` from the pushed `WaypointAuthorization`
 //!   resource; [`authz::evaluate`] decides a request with Istio's
 //!   precedence (DENY, then ALLOW; AUDIT and dry-run only reported).
+//! - `fault`: fault injection from Istio `VirtualService` `fault`, one
+//!   [`fault::ServiceFaults`] per service, built with `TryFrom` from the
+//!   pushed `WaypointFaults` resource; which delay or abort a request gets,
+//!   with the dice passed in.
 //! - `normalize`: request path normalization (RFC 3986, Istio's BASE)
 //!   before policy and routing see the path.
 //! - `snapshot`: routes and policies as one immutable [`snapshot::WaypointConfig`]
@@ -50,6 +54,7 @@ pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod config;
+pub mod fault;
 pub mod filter;
 pub mod located;
 pub mod metrics;

@@ -134,6 +134,13 @@ pub enum ResponseFlag {
     /// `URX`: the answer of the last attempt, because the rule's retries
     /// ran out or the retry budget refused one more.
     UpstreamRetryLimitExceeded,
+    /// `DI`: a VirtualService fault delayed the request (which then went
+    /// on; an upstream flag of its own replaces this one).
+    DelayInjected,
+    /// `FI`: a VirtualService fault aborted the request.
+    FaultInjected,
+    /// `DI,FI`: delayed, then aborted.
+    DelayAndFaultInjected,
 }
 
 impl ResponseFlag {
@@ -148,6 +155,9 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::UpstreamTimeout => "UT",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
+            ResponseFlag::DelayInjected => "DI",
+            ResponseFlag::FaultInjected => "FI",
+            ResponseFlag::DelayAndFaultInjected => "DI,FI",
         }
     }
 }

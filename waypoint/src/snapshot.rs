@@ -1,5 +1,5 @@
 //! The waypoint's own config as one immutable snapshot: the route table of
-//! each service port and the L7 policies of each service.
+//! each service port, and the L7 policies and the faults of each service.
 //!
 //! The xDS handler is the only writer in the binary: it converts pushed
 //! resources (`TryFrom`) and builds the next [`WaypointConfig`] with the
@@ -9,7 +9,8 @@
 //! keeps serving) and returned, so the client can NACK it.
 //!
 //! Resource names: `WaypointRoutes` are named `<hostname>:<port>` (one
-//! table per service port), `WaypointAuthorization` `<hostname>`. A name
+//! table per service port), `WaypointAuthorization` and `WaypointFaults`
+//! `<hostname>`. A name
 //! that disagrees with the resource's own fields is rejected, because the
 //! client tracks versions by name and a removal would miss the entry.
 
@@ -20,6 +21,7 @@ use arc_swap::ArcSwap;
 use proto::waypoint as pb;
 
 use crate::authz::ServicePolicies;
+use crate::fault::ServiceFaults;
 use crate::route::{RouteTable, ServiceKey};
 
 /// A resource that cannot be used, with the reason; becomes a NACK.
@@ -38,6 +40,8 @@ pub struct WaypointConfig {
     routes: HashMap<ServiceKey, Arc<RouteTable>>,
     /// By service hostname.
     policies: HashMap<Arc<str>, Arc<ServicePolicies>>,
+    /// By service hostname.
+    faults: HashMap<Arc<str>, Arc<ServiceFaults>>,
 }
 
 /// The published snapshot. One writer (the xDS handler), many readers.
@@ -82,6 +86,11 @@ impl WaypointConfig {
     /// The L7 policies of the service `hostname`, if any.
     pub fn policies(&self, hostname: &str) -> Option<&Arc<ServicePolicies>> {
         self.policies.get(hostname)
+    }
+
+    /// The fault injection of the service `hostname`, if any.
+    pub fn faults(&self, hostname: &str) -> Option<&Arc<ServiceFaults>> {
+        self.faults.get(hostname)
     }
 
     /// Attaches `table` to its service port, replacing any previous one.
@@ -150,6 +159,37 @@ impl WaypointConfig {
         }
         for name in removals {
             self.policies.remove(name.as_str());
+        }
+        rejected
+    }
+
+    /// Applies one `WaypointFaults` response: upserts, then removals.
+    pub fn apply_faults(
+        &mut self,
+        upserts: Vec<(String, pb::WaypointFaults)>,
+        removals: &[String],
+    ) -> Vec<Rejected> {
+        let mut rejected = Vec::new();
+        for (name, resource) in upserts {
+            let reject = |reason: String| Rejected {
+                kind: "WaypointFaults",
+                name: name.clone(),
+                reason,
+            };
+            match ServiceFaults::try_from(resource) {
+                Ok(faults) if *faults.hostname == *name => {
+                    self.faults
+                        .insert(faults.hostname.clone(), Arc::new(faults));
+                }
+                Ok(faults) => rejected.push(reject(format!(
+                    "the resource name differs from the hostname {:?}",
+                    faults.hostname
+                ))),
+                Err(error) => rejected.push(reject(error.to_string())),
+            }
+        }
+        for name in removals {
+            self.faults.remove(name.as_str());
         }
         rejected
     }

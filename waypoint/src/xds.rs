@@ -1,7 +1,8 @@
 //! The waypoint's xDS handler: one delta ADS stream carries the mesh
 //! (`istio.workload.Address`, applied to the shared workload state by its
 //! own handler) and the waypoint's own config (`WaypointRoutes`,
-//! `WaypointAuthorization`, applied to the [`ConfigStore`]). Each resource
+//! `WaypointAuthorization`, `WaypointFaults`, applied to the
+//! [`ConfigStore`]). Each resource
 //! is decoded and converted at this edge; what fails is returned as a
 //! rejection, so the client NACKs it with the reason while the rest of the
 //! response is applied.
@@ -10,7 +11,10 @@ use std::sync::Arc;
 
 use proto::discovery::Resource;
 use proto::waypoint as pb;
-use proto::{ADDRESS_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL};
+use proto::{
+    ADDRESS_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL, WAYPOINT_FAULTS_TYPE_URL,
+    WAYPOINT_ROUTES_TYPE_URL,
+};
 use workload::StateStore;
 use workload::handler::{StateHandler, decode_all, finish, unused_type};
 use xds::{Rejection, ResourceHandler};
@@ -41,6 +45,7 @@ impl WaypointHandler {
             ADDRESS_TYPE_URL.to_owned(),
             WAYPOINT_ROUTES_TYPE_URL.to_owned(),
             WAYPOINT_AUTHORIZATION_TYPE_URL.to_owned(),
+            WAYPOINT_FAULTS_TYPE_URL.to_owned(),
         ]
     }
 }
@@ -65,6 +70,11 @@ impl ResourceHandler for WaypointHandler {
                     decode_all::<pb::WaypointAuthorization>(type_url, upserts, &mut rejected);
                 self.config
                     .update(|config| config.apply_authorization(decoded, &removals))
+            }
+            WAYPOINT_FAULTS_TYPE_URL => {
+                let decoded = decode_all::<pb::WaypointFaults>(type_url, upserts, &mut rejected);
+                self.config
+                    .update(|config| config.apply_faults(decoded, &removals))
             }
             other => return Err(unused_type(other, upserts, "the waypoint")),
         };
@@ -133,6 +143,66 @@ mod tests {
             port: 80,
         };
         assert!(config.snapshot().routes(&key).is_some());
+    }
+
+    #[test]
+    fn a_bad_faults_resource_is_nacked_and_the_previous_one_kept() {
+        let config = Arc::new(ConfigStore::new());
+        let handler = WaypointHandler::new(Arc::new(StateStore::new()), config.clone());
+        let hostname = "echo.b.svc.cluster.local";
+        let faults = |status: u32| pb::WaypointFaults {
+            hostname: hostname.into(),
+            rules: vec![pb::FaultRule {
+                source: "b/faults http 0".into(),
+                matches: vec![],
+                fault: Some(pb::Fault {
+                    delay: None,
+                    abort: Some(pb::FaultAbort {
+                        http_status: status,
+                        percentage: 100.0,
+                    }),
+                }),
+            }],
+        };
+        let push = |status: u32| {
+            handler.apply(
+                WAYPOINT_FAULTS_TYPE_URL,
+                vec![resource(
+                    hostname,
+                    WAYPOINT_FAULTS_TYPE_URL,
+                    faults(status).encode_to_vec(),
+                )],
+                vec![],
+            )
+        };
+        assert!(push(503).is_ok());
+        let rejected = push(99).unwrap_err();
+        assert_eq!(rejected.len(), 1);
+        assert!(
+            rejected[0]
+                .reason
+                .contains("status 99 is not from 200 to 599"),
+            "{:?}",
+            rejected[0]
+        );
+        // The 503 rule still applies.
+        let request = crate::fault::FaultRequest {
+            path: "/",
+            method: &http::Method::GET,
+            headers: &http::HeaderMap::new(),
+        };
+        let rolls = crate::fault::Rolls {
+            delay: 0.0,
+            abort: 0.0,
+        };
+        let injected = config
+            .snapshot()
+            .faults(hostname)
+            .and_then(|faults| faults.decide(&request, rolls));
+        assert_eq!(
+            injected.and_then(|i| i.abort),
+            Some(http::StatusCode::SERVICE_UNAVAILABLE)
+        );
     }
 
     #[test]

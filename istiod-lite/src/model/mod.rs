@@ -3,6 +3,7 @@
 //! Core kinds (`Namespace`, `Pod`, `Service`) are k8s-openapi's; the Istio
 //! and Gateway API kinds are our own `kube::CustomResource` definitions,
 //! written from the public API definitions (istio/api `security/v1beta1`,
+//! `networking/v1alpha3`,
 //! kubernetes-sigs/gateway-api `apis/v1`). Every kind deserializes from the
 //! same YAML a user would `kubectl apply`, so the file source and the
 //! Kubernetes source produce identical objects.
@@ -13,6 +14,7 @@
 
 mod gateway;
 mod istio;
+mod networking;
 mod parse;
 
 use std::fmt;
@@ -22,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use self::gateway::*;
 pub use self::istio::*;
+pub use self::networking::*;
 pub use self::parse::{ParseError, parse_documents};
 
 /// Label that enrolls a namespace or pod in the mesh (`ambient`), or opts a
@@ -47,6 +50,7 @@ pub enum ObjectKind {
     PeerAuthentication,
     Gateway,
     HttpRoute,
+    VirtualService,
 }
 
 /// Identity of an object in the store: kind, namespace (empty for
@@ -68,6 +72,7 @@ pub enum KubeObject {
     PeerAuthentication(Box<PeerAuthentication>),
     Gateway(Box<Gateway>),
     HttpRoute(Box<HTTPRoute>),
+    VirtualService(Box<VirtualService>),
 }
 
 // === impl ObjectKind ===
@@ -83,6 +88,7 @@ impl ObjectKind {
             Self::PeerAuthentication => "PeerAuthentication",
             Self::Gateway => "Gateway",
             Self::HttpRoute => "HTTPRoute",
+            Self::VirtualService => "VirtualService",
         }
     }
 
@@ -132,6 +138,7 @@ impl KubeObject {
             Self::PeerAuthentication(_) => ObjectKind::PeerAuthentication,
             Self::Gateway(_) => ObjectKind::Gateway,
             Self::HttpRoute(_) => ObjectKind::HttpRoute,
+            Self::VirtualService(_) => ObjectKind::VirtualService,
         }
     }
 
@@ -144,6 +151,7 @@ impl KubeObject {
             Self::PeerAuthentication(o) => &o.metadata,
             Self::Gateway(o) => &o.metadata,
             Self::HttpRoute(o) => &o.metadata,
+            Self::VirtualService(o) => &o.metadata,
         }
     }
 

@@ -25,7 +25,8 @@ pub enum ParseError {
     #[error(
         "document {index}: {kind} {name:?} ({api_version}) is not a kind istiod-lite reads; \
          expected Namespace, Pod, Service (v1), AuthorizationPolicy or PeerAuthentication \
-         (security.istio.io/v1), Gateway or HTTPRoute (gateway.networking.k8s.io/v1)"
+         (security.istio.io/v1), VirtualService (networking.istio.io/v1), Gateway or HTTPRoute \
+         (gateway.networking.k8s.io/v1)"
     )]
     UnknownKind {
         index: usize,
@@ -103,6 +104,7 @@ fn parse_object(index: usize, mut value: Value) -> Result<KubeObject, ParseError
         ("security.istio.io", "PeerAuthentication") => ObjectKind::PeerAuthentication,
         ("gateway.networking.k8s.io", "Gateway") => ObjectKind::Gateway,
         ("gateway.networking.k8s.io", "HTTPRoute") => ObjectKind::HttpRoute,
+        ("networking.istio.io", "VirtualService") => ObjectKind::VirtualService,
         _ => {
             return Err(ParseError::UnknownKind {
                 index,
@@ -129,6 +131,7 @@ fn parse_object(index: usize, mut value: Value) -> Result<KubeObject, ParseError
                 "security.istio.io/v1"
             }
             ObjectKind::Gateway | ObjectKind::HttpRoute => "gateway.networking.k8s.io/v1",
+            ObjectKind::VirtualService => "networking.istio.io/v1",
         };
         map.insert("apiVersion".into(), canonical.into());
         if kind.is_namespaced()
@@ -151,6 +154,9 @@ fn parse_object(index: usize, mut value: Value) -> Result<KubeObject, ParseError
         }
         ObjectKind::Gateway => KubeObject::Gateway(decode(index, kind, &name, value)?),
         ObjectKind::HttpRoute => KubeObject::HttpRoute(decode(index, kind, &name, value)?),
+        ObjectKind::VirtualService => {
+            KubeObject::VirtualService(decode(index, kind, &name, value)?)
+        }
     };
     Ok(object)
 }

@@ -313,6 +313,7 @@ impl Pipeline {
                     diagnostics = full.diagnostics.len(),
                     waypoint_routes = full.waypoint.routes.len(),
                     waypoint_authorizations = full.waypoint.authorizations.len(),
+                    waypoint_faults = full.waypoint.faults.len(),
                     revision = outcome.revision(),
                     "pushed the full config"
                 );
@@ -354,6 +355,8 @@ impl Pipeline {
                     waypoint_routes.removed = outcome.waypoint_routes.removed,
                     waypoint_authorizations.upserted = outcome.waypoint_authorizations.upserted,
                     waypoint_authorizations.removed = outcome.waypoint_authorizations.removed,
+                    waypoint_faults.upserted = outcome.waypoint_faults.upserted,
+                    waypoint_faults.removed = outcome.waypoint_faults.removed,
                     "pushed changes"
                 );
                 PipelineStats::add(&self.stats.config_pushes, u64::from(outcome.changed()));

@@ -5,7 +5,7 @@
 //! arrives, so when a new workload and the policy that guards it change in
 //! one batch, the policy is in force before the workload is reachable,
 //! never after. For the same reason the waypoint's authorizations go in
-//! before its routes, and both before addresses (a service that starts
+//! before its faults and routes, and all before addresses (a service that starts
 //! using a waypoint must find the waypoint's policies there first).
 //!
 //! The waypoint sets always arrive whole (see `translate`); pushing them
@@ -18,7 +18,7 @@ use prost::Message;
 use prost_types::Any;
 use proto::{
     ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
-    WAYPOINT_ROUTES_TYPE_URL,
+    WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
 };
 use xds::{ApplyOutcome, ResourceStore, StoreError};
 
@@ -31,6 +31,7 @@ pub(super) struct PushOutcome {
     pub(super) authorizations: ApplyOutcome,
     pub(super) waypoint_routes: ApplyOutcome,
     pub(super) waypoint_authorizations: ApplyOutcome,
+    pub(super) waypoint_faults: ApplyOutcome,
 }
 
 impl PushOutcome {
@@ -39,6 +40,7 @@ impl PushOutcome {
             || self.authorizations.changed()
             || self.waypoint_routes.changed()
             || self.waypoint_authorizations.changed()
+            || self.waypoint_faults.changed()
     }
 
     /// The store's revision after the push.
@@ -48,6 +50,7 @@ impl PushOutcome {
             self.authorizations.revision,
             self.waypoint_routes.revision,
             self.waypoint_authorizations.revision,
+            self.waypoint_faults.revision,
         ]
         .into_iter()
         .max()
@@ -55,39 +58,58 @@ impl PushOutcome {
     }
 }
 
+/// What pushing the waypoint sets changed, per type.
+#[derive(Debug, Clone, Copy)]
+struct WaypointOutcome {
+    routes: ApplyOutcome,
+    authorizations: ApplyOutcome,
+    faults: ApplyOutcome,
+}
+
 /// The waypoint sets as full states, when they were translated.
 fn push_waypoint(
     store: &ResourceStore,
     waypoint: Option<&WaypointTranslated>,
-) -> Result<(ApplyOutcome, ApplyOutcome), StoreError> {
+) -> Result<WaypointOutcome, StoreError> {
     let Some(waypoint) = waypoint else {
         let unchanged = ApplyOutcome {
             revision: store.revision(),
             ..ApplyOutcome::default()
         };
-        return Ok((unchanged, unchanged));
+        return Ok(WaypointOutcome {
+            routes: unchanged,
+            authorizations: unchanged,
+            faults: unchanged,
+        });
     };
     let authorizations = full_delta(
         store,
         WAYPOINT_AUTHORIZATION_TYPE_URL,
         &waypoint.authorizations,
     );
+    let faults = full_delta(store, WAYPOINT_FAULTS_TYPE_URL, &waypoint.faults);
     let routes = full_delta(store, WAYPOINT_ROUTES_TYPE_URL, &waypoint.routes);
     let authorizations = apply(store, WAYPOINT_AUTHORIZATION_TYPE_URL, &authorizations)?;
+    let faults = apply(store, WAYPOINT_FAULTS_TYPE_URL, &faults)?;
     let routes = apply(store, WAYPOINT_ROUTES_TYPE_URL, &routes)?;
-    Ok((routes, authorizations))
+    Ok(WaypointOutcome {
+        routes,
+        authorizations,
+        faults,
+    })
 }
 
 /// Pushes an incremental result.
 pub(super) fn push_delta(store: &ResourceStore, delta: &Delta) -> Result<PushOutcome, StoreError> {
     let authorizations = apply(store, AUTHORIZATION_TYPE_URL, &delta.authorizations)?;
-    let (waypoint_routes, waypoint_authorizations) = push_waypoint(store, delta.waypoint.as_ref())?;
+    let waypoint = push_waypoint(store, delta.waypoint.as_ref())?;
     let addresses = apply(store, ADDRESS_TYPE_URL, &delta.addresses)?;
     Ok(PushOutcome {
         addresses,
         authorizations,
-        waypoint_routes,
-        waypoint_authorizations,
+        waypoint_routes: waypoint.routes,
+        waypoint_authorizations: waypoint.authorizations,
+        waypoint_faults: waypoint.faults,
     })
 }
 
@@ -102,13 +124,14 @@ pub(super) fn push_full(
     let authorizations = full_delta(store, AUTHORIZATION_TYPE_URL, &full.authorizations);
     let addresses = full_delta(store, ADDRESS_TYPE_URL, &full.addresses);
     let authorizations = apply(store, AUTHORIZATION_TYPE_URL, &authorizations)?;
-    let (waypoint_routes, waypoint_authorizations) = push_waypoint(store, Some(&full.waypoint))?;
+    let waypoint = push_waypoint(store, Some(&full.waypoint))?;
     let addresses = apply(store, ADDRESS_TYPE_URL, &addresses)?;
     Ok(PushOutcome {
         addresses,
         authorizations,
-        waypoint_routes,
-        waypoint_authorizations,
+        waypoint_routes: waypoint.routes,
+        waypoint_authorizations: waypoint.authorizations,
+        waypoint_faults: waypoint.faults,
     })
 }
 

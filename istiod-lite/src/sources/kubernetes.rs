@@ -8,7 +8,7 @@
 //! # Watch, store, diff
 //!
 //! Every kind (`Namespace`, `Pod`, `Service`, `AuthorizationPolicy`,
-//! `PeerAuthentication`, `Gateway`, `HTTPRoute`) is watched cluster-wide by
+//! `PeerAuthentication`, `VirtualService`, `Gateway`, `HTTPRoute`) is watched cluster-wide by
 //! [`kube::runtime::watcher`]. Between the watch stream and the events we send
 //! sits a kube-rs reflector store (`kube::runtime::reflector::store`), as in
 //! kube-rs controllers: it holds what the API server last told us exists.
@@ -75,6 +75,7 @@ use tracing::{debug, info, warn};
 use super::{Change, SourceEvent};
 use crate::model::{
     AuthorizationPolicy, Gateway, HTTPRoute, KubeObject, ObjectKey, ObjectKind, PeerAuthentication,
+    VirtualService,
 };
 
 /// Objects per list page: client-go's default, so a relist of a large
@@ -131,6 +132,7 @@ impl KubeSource {
             watch_kind::<Service>(&self.client, &self.config),
             watch_kind::<AuthorizationPolicy>(&self.client, &self.config),
             watch_kind::<PeerAuthentication>(&self.client, &self.config),
+            watch_kind::<VirtualService>(&self.client, &self.config),
             watch_kind::<Gateway>(&self.client, &self.config),
             watch_kind::<HTTPRoute>(&self.client, &self.config),
         ];
@@ -261,7 +263,7 @@ fn error_update<K: WatchedKind>(error: &watcher::Error) -> Option<KindUpdate> {
 fn not_served_problem<K: WatchedKind>() -> String {
     let crd = resource_name::<K>();
     let install = match K::group(&()).as_ref() {
-        "security.istio.io" => {
+        "security.istio.io" | "networking.istio.io" => {
             "install Istio's CRDs (manifests/crds, or Istio's `base` Helm chart)"
         }
         "gateway.networking.k8s.io" => {
@@ -327,6 +329,7 @@ watched_kind! {
     PeerAuthentication => PeerAuthentication,
     Gateway => Gateway,
     HTTPRoute => HttpRoute,
+    VirtualService => VirtualService,
 }
 
 /// The store key of an object, by the same rule as [`KubeObject::key`]

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 
 use crate::model::{
     AuthorizationPolicy, Gateway, HTTPRoute, KubeObject, ObjectKey, ObjectKind, ParseError,
-    PeerAuthentication, parse_documents,
+    PeerAuthentication, VirtualService, parse_documents,
 };
 
 /// All objects the translation may read, by key.
@@ -203,6 +203,17 @@ impl Index {
         self.range(ObjectKind::PeerAuthentication, namespace)
             .filter_map(|(_, object)| match object {
                 KubeObject::PeerAuthentication(policy) => Some(policy.as_ref()),
+                _ => None,
+            })
+    }
+
+    pub fn virtual_services(
+        &self,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = &VirtualService> {
+        self.range(ObjectKind::VirtualService, namespace)
+            .filter_map(|(_, object)| match object {
+                KubeObject::VirtualService(vs) => Some(vs.as_ref()),
                 _ => None,
             })
     }

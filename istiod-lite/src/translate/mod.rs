@@ -28,8 +28,10 @@
 //!   waypoint's `WaypointRoutes`, one per service port.
 //! - `waypoint_authz`: `AuthorizationPolicy`s with `targetRefs` to the
 //!   waypoint's `WaypointAuthorization`, one per service.
+//! - `waypoint_faults`: the `fault` of `VirtualService`s to the waypoint's
+//!   `WaypointFaults`, one per service.
 //!
-//! The two waypoint resource sets are not translated per target: they are
+//! The waypoint resource sets are not translated per target: they are
 //! re-translated whole whenever a kind they read changes ([`WAYPOINT_INPUTS`];
 //! pods are not among them, so the frequent changes never pay for it), and
 //! the store diffs them by content, so clients still receive only what
@@ -42,6 +44,7 @@ mod index;
 mod service;
 mod waypoint;
 mod waypoint_authz;
+mod waypoint_faults;
 mod waypoint_routes;
 mod workload;
 
@@ -49,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use proto::security::Authorization;
-use proto::waypoint::{WaypointAuthorization, WaypointRoutes};
+use proto::waypoint::{WaypointAuthorization, WaypointFaults, WaypointRoutes};
 use proto::workload::Address;
 
 use crate::model::{ObjectKey, ObjectKind};
@@ -62,6 +65,7 @@ pub use self::waypoint::is_waypoint_instance;
 pub use self::waypoint_authz::{
     WaypointAuthorizationsTranslated, translate_waypoint_authorizations,
 };
+pub use self::waypoint_faults::{WaypointFaultsTranslated, translate_waypoint_faults};
 pub use self::waypoint_routes::{
     DEFAULT_RETRY_ATTEMPTS, WaypointRoutesTranslated, translate_waypoint_routes,
 };
@@ -92,12 +96,16 @@ pub enum ResourceType {
     /// `mesh.waypoint.v1.WaypointAuthorization`: `<hostname>` (diagnostics
     /// name the policy, `<ns>/<name>`).
     WaypointAuthorization,
+    /// `mesh.waypoint.v1.WaypointFaults`: `<hostname>` (diagnostics name
+    /// the VirtualService, `<ns>/<name>`).
+    WaypointFaults,
 }
 
 /// The kinds the waypoint resources are translated from.
-pub const WAYPOINT_INPUTS: [ObjectKind; 5] = [
+pub const WAYPOINT_INPUTS: [ObjectKind; 6] = [
     ObjectKind::HttpRoute,
     ObjectKind::AuthorizationPolicy,
+    ObjectKind::VirtualService,
     ObjectKind::Service,
     ObjectKind::Gateway,
     ObjectKind::Namespace,
@@ -141,7 +149,8 @@ pub struct Translated {
 pub struct WaypointTranslated {
     pub routes: BTreeMap<String, WaypointRoutes>,
     pub authorizations: BTreeMap<String, WaypointAuthorization>,
-    /// Sorted; every diagnostic of the two waypoint resource types.
+    pub faults: BTreeMap<String, WaypointFaults>,
+    /// Sorted; every diagnostic of the waypoint resource types.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -188,16 +197,19 @@ pub fn translate_all(index: &Index, config: &MeshConfig) -> Translated {
     out
 }
 
-/// Both waypoint resource sets of `index`.
+/// Every waypoint resource set of `index`.
 pub fn translate_waypoint(index: &Index, config: &MeshConfig) -> WaypointTranslated {
     let routes = translate_waypoint_routes(index, config);
     let authorizations = translate_waypoint_authorizations(index, config);
+    let faults = translate_waypoint_faults(index, config);
     let mut diagnostics = routes.diagnostics;
     diagnostics.extend(authorizations.diagnostics);
+    diagnostics.extend(faults.diagnostics);
     diagnostics.sort();
     WaypointTranslated {
         routes: routes.routes,
         authorizations: authorizations.policies,
+        faults: faults.faults,
         diagnostics,
     }
 }
@@ -328,7 +340,9 @@ impl Translated {
                     || delta.authorizations.removals.contains(name)
             }
             // Replaced whole, below.
-            ResourceType::WaypointRoutes | ResourceType::WaypointAuthorization => false,
+            ResourceType::WaypointRoutes
+            | ResourceType::WaypointAuthorization
+            | ResourceType::WaypointFaults => false,
         };
         self.diagnostics
             .retain(|d| !touched(d.resource_type, &d.resource));
@@ -337,7 +351,9 @@ impl Translated {
             self.diagnostics.retain(|d| {
                 !matches!(
                     d.resource_type,
-                    ResourceType::WaypointRoutes | ResourceType::WaypointAuthorization
+                    ResourceType::WaypointRoutes
+                        | ResourceType::WaypointAuthorization
+                        | ResourceType::WaypointFaults
                 )
             });
             self.diagnostics

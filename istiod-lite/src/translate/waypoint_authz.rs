@@ -47,7 +47,7 @@ pub struct WaypointAuthorizationsTranslated {
 }
 
 /// A Service, by namespace and name.
-type ServiceKey = (String, String);
+pub(super) type ServiceKey = (String, String);
 
 /// Translates every `AuthorizationPolicy` with targetRefs in `index`.
 pub fn translate_waypoint_authorizations(
@@ -130,7 +130,7 @@ impl Notes<'_> {
 
 /// Every Service whose traffic goes through a waypoint that resolves, with
 /// that waypoint.
-fn services_with_waypoints(index: &Index) -> BTreeMap<ServiceKey, WaypointRef> {
+pub(super) fn services_with_waypoints(index: &Index) -> BTreeMap<ServiceKey, WaypointRef> {
     index
         .services(None)
         .filter_map(|svc| {

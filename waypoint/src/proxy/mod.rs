@@ -16,6 +16,8 @@
 //! 0. the path normalized (`normalize`; 400 when malformed), so policy,
 //!    routing and the app read one path;
 //! 1. L7 authorization of the request as the client sent it (403);
+//!    then the service's VirtualService faults (`crate::fault`): a delay,
+//!    and an abort with the configured status;
 //! 2. the route table of the service port: matched rule, or 404 when routes
 //!    are attached and none matches, or the service itself without routes;
 //! 3. the rule's filters (headers, redirect, rewrite), then a weighted

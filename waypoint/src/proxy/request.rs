@@ -21,6 +21,7 @@ use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_
 use super::attempts::{Exchange, Outcome, Replay, rebuild};
 use super::body::{Buffered, UpstreamBody, buffer};
 use crate::authz::{self, L7Request, Verdict};
+use crate::fault::{FaultRequest, Rolls};
 use crate::filter;
 use crate::metrics::{ResponseFlag, grpc_status};
 use crate::normalize::normalize_path;
@@ -98,6 +99,12 @@ impl Inner {
         }
         let config = self.config.snapshot();
         let state = self.mesh.snapshot();
+        if let Err(reply) = authorize(downstream, &config, &parts) {
+            return local(reply, log);
+        }
+        if let Err(reply) = inject_fault(downstream, &config, &parts, &mut log).await {
+            return local(reply, log);
+        }
         let mut deferred = Deferred::default();
         let prepared = self.prepare(
             downstream,
@@ -175,8 +182,9 @@ impl Inner {
         respond(exchange, &service, port, deferred.response_filters, log)
     }
 
-    /// Phases 1 to 3: authorization, route, filters, backend. Returns the
-    /// service and port to send to, or the answer to give instead.
+    /// Phases 3 and 4: route, filters, backend (authorization and faults
+    /// came first). Returns the service and port to send to, or the answer
+    /// to give instead.
     fn prepare(
         &self,
         downstream: &Downstream,
@@ -186,7 +194,6 @@ impl Inner {
         log: &mut RequestLog,
         deferred: &mut Deferred,
     ) -> Result<Target, LocalReply> {
-        authorize(downstream, config, parts)?;
         let key = ServiceKey {
             hostname: downstream.service.hostname.clone(),
             port: downstream.port,
@@ -292,7 +299,8 @@ fn respond(
                 filter::apply_header_modifier(modifier, &mut head.headers);
             }
             log.status = Some(head.status);
-            log.flag = exhausted.unwrap_or(ResponseFlag::None);
+            // `DI` from the fault phase stays unless retries ran out.
+            log.flag = exhausted.unwrap_or(log.flag);
             // A trailers-only gRPC response carries its status here.
             log.grpc_status = grpc_status(&head.headers);
             Response::from_parts(head, Logged::upstream(body, log))
@@ -399,6 +407,46 @@ fn authorize(
                 _ => "no ALLOW policy matches".into(),
             },
         )),
+    }
+}
+
+/// The service's VirtualService faults, after policy and before routing,
+/// as Envoy's fault filter: sleeps for an injected delay (`DI`), and
+/// answers an injected abort (`FI`) with Envoy's body.
+async fn inject_fault(
+    downstream: &Downstream,
+    config: &WaypointConfig,
+    parts: &http::request::Parts,
+    log: &mut RequestLog,
+) -> Result<(), LocalReply> {
+    let Some(faults) = config.faults(&downstream.service.hostname) else {
+        return Ok(());
+    };
+    let request = FaultRequest {
+        path: parts.uri.path(),
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    let Some(injection) = faults.decide(&request, Rolls::draw()) else {
+        return Ok(());
+    };
+    if let Some(delay) = injection.delay {
+        debug!(fault = %injection.source, ?delay, "fault injection: delaying the request");
+        tokio::time::sleep(delay).await;
+        log.flag = ResponseFlag::DelayInjected;
+    }
+    match injection.abort {
+        None => Ok(()),
+        Some(status) => Err(LocalReply::new(
+            status,
+            "fault filter abort",
+            format!("aborted by fault injection ({})", injection.source),
+        )
+        .flagged(if injection.delay.is_some() {
+            ResponseFlag::DelayAndFaultInjected
+        } else {
+            ResponseFlag::FaultInjected
+        })),
     }
 }
 
