@@ -197,3 +197,103 @@ spec:
         .sum();
     assert_eq!(counted as u64, aborted, "{metrics}");
 }
+
+/// The shared topology, with `b-v2` answering every request 503.
+fn topology_with_broken_v2(name: &str) -> String {
+    let topology = topology(name);
+    let (before, after) = topology.split_once("name: b-v2,").unwrap();
+    let after = after.replacen(
+        r#"command: [echo-http, --listen, "0.0.0.0:8080"]"#,
+        r#"command: [echo-http, --listen, "0.0.0.0:8080", --fail, "1"]"#,
+        1,
+    );
+    format!("{before}name: b-v2,{after}")
+}
+
+/// Applies a DestinationRule for Service b with this `trafficPolicy`.
+fn destination_rule_b(mesh: &Mesh, policy: &str) {
+    mesh.apply(
+        "destination-rule",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {{name: b, namespace: ns-b}}\nspec:\n  host: b\n  trafficPolicy:\n{policy}"
+        ),
+    );
+}
+
+#[test]
+fn w31_outlier_detection_ejects_the_broken_endpoint_of_two() {
+    if !can_run() {
+        return;
+    }
+    let mesh = Mesh::up(&topology_with_broken_v2("e2e-w31"));
+    deploy_waypoint(&mesh);
+    // Without a DestinationRule about half the requests fail.
+    let before = traffic(&mesh, "http://b.ns-b:8080/before", 100, 2);
+    let failed = before["statuses"]["503"].as_u64().unwrap_or(0);
+    assert!((25..=75).contains(&failed), "{before}");
+
+    // Three 503s in a row eject b-v2 for a minute: one of two endpoints
+    // may go, since at least one may always be ejected.
+    destination_rule_b(
+        &mesh,
+        "    outlierDetection: {consecutive5xxErrors: 3, interval: 10s, baseEjectionTime: 60s, \
+         maxEjectionPercent: 50}\n",
+    );
+    eventually("the waypoint ejects b-v2", Duration::from_secs(20), || {
+        traffic(&mesh, "http://b.ns-b:8080/warmup", 10, 1);
+        let log = mesh.log("ns-b/waypoint");
+        if log.contains("outlier detection ejected an endpoint") {
+            Ok(())
+        } else {
+            Err("no ejection logged yet".to_string())
+        }
+    });
+    // While it is out, every request succeeds, answered by b-v1.
+    let after = traffic(&mesh, "http://b.ns-b:8080/after", 100, 2);
+    eprintln!("after the ejection: {after}");
+    assert_eq!(after["statuses"]["200"].as_u64(), Some(100), "{after}");
+    assert_eq!(after["servers"]["b-v1"].as_u64(), Some(100), "{after}");
+}
+
+#[test]
+fn w32_a_request_limit_of_one_overflows_parallel_requests_with_uo() {
+    if !can_run() {
+        return;
+    }
+    let mesh = Mesh::up(&topology("e2e-w32"));
+    deploy_waypoint(&mesh);
+    destination_rule_b(&mesh, "    connectionPool: {http: {http2MaxRequests: 1}}\n");
+    // 20 slow requests (300 ms each), 4 at a time: while one is in
+    // flight the others overflow. Until the rule arrives, all succeed, so
+    // run until some overflow.
+    eventually(
+        "parallel requests overflow the limit of one",
+        Duration::from_secs(20),
+        || {
+            let summary = traffic(&mesh, "http://b.ns-b:8080/slow?delay=300ms", 20, 4);
+            let overflowed = summary["statuses"]["503"].as_u64().unwrap_or(0);
+            let succeeded = summary["statuses"]["200"].as_u64().unwrap_or(0);
+            if overflowed > 0 && succeeded > 0 && overflowed + succeeded == 20 {
+                Ok(())
+            } else {
+                Err(summary.to_string())
+            }
+        },
+    );
+    let lines = logged(&mesh, "/slow");
+    let overflowed: Vec<&String> = lines
+        .iter()
+        .filter(|l| field(l, "response_flags") == "UO")
+        .collect();
+    assert!(!overflowed.is_empty(), "no UO in the access log");
+    assert!(
+        overflowed
+            .iter()
+            .all(|l| field(l, "response_code") == "503"),
+        "{overflowed:?}"
+    );
+    // One at a time stays within the limit.
+    let serial = traffic(&mesh, "http://b.ns-b:8080/serial?delay=50ms", 10, 1);
+    assert_eq!(serial["statuses"]["200"].as_u64(), Some(10), "{serial}");
+}

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use istiod_lite::model::{
-    AuthorizationPolicy, Gateway, HTTPRoute, PeerAuthentication, VirtualService,
+    AuthorizationPolicy, DestinationRule, Gateway, HTTPRoute, PeerAuthentication, VirtualService,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::CustomResourceExt;
@@ -40,6 +40,7 @@ fn generated_crds() -> String {
         AuthorizationPolicy::crd(),
         PeerAuthentication::crd(),
         VirtualService::crd(),
+        DestinationRule::crd(),
         Gateway::crd(),
         HTTPRoute::crd(),
     ];
@@ -110,6 +111,7 @@ fn the_cluster_role_covers_every_watched_kind_and_token_reviews() {
         ("security.istio.io", "authorizationpolicies"),
         ("security.istio.io", "peerauthentications"),
         ("networking.istio.io", "virtualservices"),
+        ("networking.istio.io", "destinationrules"),
         ("gateway.networking.k8s.io", "gateways"),
         ("gateway.networking.k8s.io", "httproutes"),
     ];

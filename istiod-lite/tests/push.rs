@@ -408,3 +408,55 @@ async fn waypoint_faults_are_pushed_and_follow_their_virtual_service() {
     assert_eq!(removed.removed_resources, vec![HOST]);
     running.shutdown().await;
 }
+
+const BACKENDS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: apps}
+spec:
+  host: web
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 3}
+";
+
+#[tokio::test]
+async fn waypoint_backend_policies_are_pushed_and_follow_their_destination_rule() {
+    use proto::WAYPOINT_BACKEND_POLICY_TYPE_URL;
+    const HOST: &str = "web.apps.svc.cluster.local";
+    let running = Running::start(Duration::from_millis(20), Duration::from_secs(1)).await;
+    let mesh = MESH.replace(
+        "labels: {istio.io/dataplane-mode: ambient}",
+        "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
+    );
+    running
+        .upsert(&format!("{mesh}---{WAYPOINT_MESH}---\n{BACKENDS}"))
+        .await;
+    running.synced().await;
+    let mut policies = subscribe(&running, WAYPOINT_BACKEND_POLICY_TYPE_URL).await;
+
+    let initial = policies.recv().await;
+    assert_eq!(names(&initial).into_keys().collect::<Vec<_>>(), vec![HOST]);
+    let body = initial.resources[0].resource.as_ref().unwrap();
+    let decoded = proto::waypoint::WaypointBackendPolicy::decode(body.value.as_slice()).unwrap();
+    // What is pushed is what the waypoint accepts, defaults filled in.
+    let converted = waypoint::balance::BackendPolicy::try_from(decoded).unwrap();
+    assert_eq!(
+        converted.load_balancer,
+        waypoint::balance::LoadBalancer::RoundRobin
+    );
+    let outlier = converted.outlier.unwrap();
+    assert_eq!(outlier.consecutive_5xx, Some(3));
+    assert_eq!(outlier.base_ejection_time, Duration::from_secs(30));
+
+    running
+        .send(vec![Change::Remove(ObjectKey::new(
+            ObjectKind::DestinationRule,
+            "apps",
+            "web",
+        ))])
+        .await;
+    let removed = policies.recv().await;
+    assert_eq!(removed.removed_resources, vec![HOST]);
+    running.shutdown().await;
+}

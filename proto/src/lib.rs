@@ -28,8 +28,10 @@
 //! - [`waypoint`]: `mesh.waypoint.v1`, ours: the `WaypointRoutes` resource
 //!   (a service port's `HTTPRoute`s, resolved by the control plane) and the
 //!   `WaypointAuthorization` resource (a service's L7
-//!   `AuthorizationPolicy`s), and the `WaypointFaults` resource (a
-//!   service's fault injection from `VirtualService`s).
+//!   `AuthorizationPolicy`s), the `WaypointFaults` resource (a
+//!   service's fault injection from `VirtualService`s) and the
+//!   `WaypointBackendPolicy` resource (a service's load balancing, limits
+//!   and outlier detection from a `DestinationRule`).
 //! - [`otlp`]: `opentelemetry.proto.*`, the OTLP trace model
 //!   ([`otlp::trace`], [`otlp::common`], [`otlp::resource`]) and the
 //!   collector's `TraceService` with client and server
@@ -60,6 +62,10 @@ pub const WAYPOINT_AUTHORIZATION_TYPE_URL: &str =
 
 /// Type URL of [`waypoint::WaypointFaults`] on the discovery stream.
 pub const WAYPOINT_FAULTS_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.WaypointFaults";
+
+/// Type URL of [`waypoint::WaypointBackendPolicy`] on the discovery stream.
+pub const WAYPOINT_BACKEND_POLICY_TYPE_URL: &str =
+    "type.googleapis.com/mesh.waypoint.v1.WaypointBackendPolicy";
 
 pub use generated::envoy::config::core::v3 as core;
 pub use generated::envoy::service::discovery::v3 as discovery;

@@ -25,6 +25,14 @@
 //!   [`fault::ServiceFaults`] per service, built with `TryFrom` from the
 //!   pushed `WaypointFaults` resource; which delay or abort a request gets,
 //!   with the dice passed in.
+//! - `balance`: the endpoint of a service a request goes to (least
+//!   request by power of two choices, round robin, random) as a pure
+//!   function of the requests in flight, and [`balance::BackendPolicy`],
+//!   a service's `DestinationRule` policy from the pushed
+//!   `WaypointBackendPolicy` resource.
+//! - `outlier`: outlier detection, which ejects endpoints after
+//!   consecutive failures and brings them back with backoff, with time
+//!   passed in.
 //! - `normalize`: request path normalization (RFC 3986, Istio's BASE)
 //!   before policy and routing see the path.
 //! - `snapshot`: routes and policies as one immutable [`snapshot::WaypointConfig`]
@@ -53,12 +61,14 @@
 pub mod admin;
 pub mod app;
 pub mod authz;
+pub mod balance;
 pub mod config;
 pub mod fault;
 pub mod filter;
 pub mod located;
 pub mod metrics;
 pub mod normalize;
+pub mod outlier;
 pub mod proxy;
 pub mod retry;
 pub mod route;

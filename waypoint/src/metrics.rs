@@ -134,6 +134,9 @@ pub enum ResponseFlag {
     /// `URX`: the answer of the last attempt, because the rule's retries
     /// ran out or the retry budget refused one more.
     UpstreamRetryLimitExceeded,
+    /// `UO`: the service's `DestinationRule` request limit is reached
+    /// (503, circuit breaking).
+    UpstreamOverflow,
     /// `DI`: a VirtualService fault delayed the request (which then went
     /// on; an upstream flag of its own replaces this one).
     DelayInjected,
@@ -155,6 +158,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::UpstreamTimeout => "UT",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
+            ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::DelayInjected => "DI",
             ResponseFlag::FaultInjected => "FI",
             ResponseFlag::DelayAndFaultInjected => "DI,FI",

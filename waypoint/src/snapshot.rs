@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 use proto::waypoint as pb;
 
 use crate::authz::ServicePolicies;
+use crate::balance::BackendPolicy;
 use crate::fault::ServiceFaults;
 use crate::route::{RouteTable, ServiceKey};
 
@@ -42,6 +43,8 @@ pub struct WaypointConfig {
     policies: HashMap<Arc<str>, Arc<ServicePolicies>>,
     /// By service hostname.
     faults: HashMap<Arc<str>, Arc<ServiceFaults>>,
+    /// By service hostname.
+    backends: HashMap<Arc<str>, Arc<BackendPolicy>>,
 }
 
 /// The published snapshot. One writer (the xDS handler), many readers.
@@ -91,6 +94,12 @@ impl WaypointConfig {
     /// The fault injection of the service `hostname`, if any.
     pub fn faults(&self, hostname: &str) -> Option<&Arc<ServiceFaults>> {
         self.faults.get(hostname)
+    }
+
+    /// The `DestinationRule` policy of the service `hostname`, if any:
+    /// without one, least-request with no limits and no ejection.
+    pub fn backend_policy(&self, hostname: &str) -> Option<&Arc<BackendPolicy>> {
+        self.backends.get(hostname)
     }
 
     /// Attaches `table` to its service port, replacing any previous one.
@@ -190,6 +199,37 @@ impl WaypointConfig {
         }
         for name in removals {
             self.faults.remove(name.as_str());
+        }
+        rejected
+    }
+
+    /// Applies one `WaypointBackendPolicy` response: upserts, then removals.
+    pub fn apply_backend_policies(
+        &mut self,
+        upserts: Vec<(String, pb::WaypointBackendPolicy)>,
+        removals: &[String],
+    ) -> Vec<Rejected> {
+        let mut rejected = Vec::new();
+        for (name, resource) in upserts {
+            let reject = |reason: String| Rejected {
+                kind: "WaypointBackendPolicy",
+                name: name.clone(),
+                reason,
+            };
+            match BackendPolicy::try_from(resource) {
+                Ok(policy) if *policy.hostname == *name => {
+                    self.backends
+                        .insert(policy.hostname.clone(), Arc::new(policy));
+                }
+                Ok(policy) => rejected.push(reject(format!(
+                    "the resource name differs from the hostname {:?}",
+                    policy.hostname
+                ))),
+                Err(error) => rejected.push(reject(error.to_string())),
+            }
+        }
+        for name in removals {
+            self.backends.remove(name.as_str());
         }
         rejected
     }

@@ -1,7 +1,8 @@
 //! The waypoint's xDS handler: one delta ADS stream carries the mesh
 //! (`istio.workload.Address`, applied to the shared workload state by its
 //! own handler) and the waypoint's own config (`WaypointRoutes`,
-//! `WaypointAuthorization`, `WaypointFaults`, applied to the
+//! `WaypointAuthorization`, `WaypointFaults`, `WaypointBackendPolicy`,
+//! applied to the
 //! [`ConfigStore`]). Each resource
 //! is decoded and converted at this edge; what fails is returned as a
 //! rejection, so the client NACKs it with the reason while the rest of the
@@ -12,8 +13,8 @@ use std::sync::Arc;
 use proto::discovery::Resource;
 use proto::waypoint as pb;
 use proto::{
-    ADDRESS_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL, WAYPOINT_FAULTS_TYPE_URL,
-    WAYPOINT_ROUTES_TYPE_URL,
+    ADDRESS_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL, WAYPOINT_BACKEND_POLICY_TYPE_URL,
+    WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
 };
 use workload::StateStore;
 use workload::handler::{StateHandler, decode_all, finish, unused_type};
@@ -46,6 +47,7 @@ impl WaypointHandler {
             WAYPOINT_ROUTES_TYPE_URL.to_owned(),
             WAYPOINT_AUTHORIZATION_TYPE_URL.to_owned(),
             WAYPOINT_FAULTS_TYPE_URL.to_owned(),
+            WAYPOINT_BACKEND_POLICY_TYPE_URL.to_owned(),
         ]
     }
 }
@@ -75,6 +77,12 @@ impl ResourceHandler for WaypointHandler {
                 let decoded = decode_all::<pb::WaypointFaults>(type_url, upserts, &mut rejected);
                 self.config
                     .update(|config| config.apply_faults(decoded, &removals))
+            }
+            WAYPOINT_BACKEND_POLICY_TYPE_URL => {
+                let decoded =
+                    decode_all::<pb::WaypointBackendPolicy>(type_url, upserts, &mut rejected);
+                self.config
+                    .update(|config| config.apply_backend_policies(decoded, &removals))
             }
             other => return Err(unused_type(other, upserts, "the waypoint")),
         };

@@ -12,6 +12,7 @@
 //! turns multi-document YAML into objects, reporting every document it cannot
 //! use (including kinds we do not read) instead of dropping it.
 
+mod destination_rule;
 mod gateway;
 mod istio;
 mod networking;
@@ -22,6 +23,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub use self::destination_rule::*;
 pub use self::gateway::*;
 pub use self::istio::*;
 pub use self::networking::*;
@@ -51,6 +53,7 @@ pub enum ObjectKind {
     Gateway,
     HttpRoute,
     VirtualService,
+    DestinationRule,
 }
 
 /// Identity of an object in the store: kind, namespace (empty for
@@ -73,6 +76,7 @@ pub enum KubeObject {
     Gateway(Box<Gateway>),
     HttpRoute(Box<HTTPRoute>),
     VirtualService(Box<VirtualService>),
+    DestinationRule(Box<DestinationRule>),
 }
 
 // === impl ObjectKind ===
@@ -89,6 +93,7 @@ impl ObjectKind {
             Self::Gateway => "Gateway",
             Self::HttpRoute => "HTTPRoute",
             Self::VirtualService => "VirtualService",
+            Self::DestinationRule => "DestinationRule",
         }
     }
 
@@ -139,6 +144,7 @@ impl KubeObject {
             Self::Gateway(_) => ObjectKind::Gateway,
             Self::HttpRoute(_) => ObjectKind::HttpRoute,
             Self::VirtualService(_) => ObjectKind::VirtualService,
+            Self::DestinationRule(_) => ObjectKind::DestinationRule,
         }
     }
 
@@ -152,6 +158,7 @@ impl KubeObject {
             Self::Gateway(o) => &o.metadata,
             Self::HttpRoute(o) => &o.metadata,
             Self::VirtualService(o) => &o.metadata,
+            Self::DestinationRule(o) => &o.metadata,
         }
     }
 

@@ -25,7 +25,7 @@ pub enum ParseError {
     #[error(
         "document {index}: {kind} {name:?} ({api_version}) is not a kind istiod-lite reads; \
          expected Namespace, Pod, Service (v1), AuthorizationPolicy or PeerAuthentication \
-         (security.istio.io/v1), VirtualService (networking.istio.io/v1), Gateway or HTTPRoute \
+         (security.istio.io/v1), VirtualService or DestinationRule (networking.istio.io/v1), Gateway or HTTPRoute \
          (gateway.networking.k8s.io/v1)"
     )]
     UnknownKind {
@@ -105,6 +105,7 @@ fn parse_object(index: usize, mut value: Value) -> Result<KubeObject, ParseError
         ("gateway.networking.k8s.io", "Gateway") => ObjectKind::Gateway,
         ("gateway.networking.k8s.io", "HTTPRoute") => ObjectKind::HttpRoute,
         ("networking.istio.io", "VirtualService") => ObjectKind::VirtualService,
+        ("networking.istio.io", "DestinationRule") => ObjectKind::DestinationRule,
         _ => {
             return Err(ParseError::UnknownKind {
                 index,
@@ -131,7 +132,7 @@ fn parse_object(index: usize, mut value: Value) -> Result<KubeObject, ParseError
                 "security.istio.io/v1"
             }
             ObjectKind::Gateway | ObjectKind::HttpRoute => "gateway.networking.k8s.io/v1",
-            ObjectKind::VirtualService => "networking.istio.io/v1",
+            ObjectKind::VirtualService | ObjectKind::DestinationRule => "networking.istio.io/v1",
         };
         map.insert("apiVersion".into(), canonical.into());
         if kind.is_namespaced()
@@ -156,6 +157,9 @@ fn parse_object(index: usize, mut value: Value) -> Result<KubeObject, ParseError
         ObjectKind::HttpRoute => KubeObject::HttpRoute(decode(index, kind, &name, value)?),
         ObjectKind::VirtualService => {
             KubeObject::VirtualService(decode(index, kind, &name, value)?)
+        }
+        ObjectKind::DestinationRule => {
+            KubeObject::DestinationRule(decode(index, kind, &name, value)?)
         }
     };
     Ok(object)

@@ -314,6 +314,7 @@ impl Pipeline {
                     waypoint_routes = full.waypoint.routes.len(),
                     waypoint_authorizations = full.waypoint.authorizations.len(),
                     waypoint_faults = full.waypoint.faults.len(),
+                    waypoint_backends = full.waypoint.backends.len(),
                     revision = outcome.revision(),
                     "pushed the full config"
                 );
@@ -357,6 +358,8 @@ impl Pipeline {
                     waypoint_authorizations.removed = outcome.waypoint_authorizations.removed,
                     waypoint_faults.upserted = outcome.waypoint_faults.upserted,
                     waypoint_faults.removed = outcome.waypoint_faults.removed,
+                    waypoint_backends.upserted = outcome.waypoint_backends.upserted,
+                    waypoint_backends.removed = outcome.waypoint_backends.removed,
                     "pushed changes"
                 );
                 PipelineStats::add(&self.stats.config_pushes, u64::from(outcome.changed()));

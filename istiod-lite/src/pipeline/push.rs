@@ -5,7 +5,7 @@
 //! arrives, so when a new workload and the policy that guards it change in
 //! one batch, the policy is in force before the workload is reachable,
 //! never after. For the same reason the waypoint's authorizations go in
-//! before its faults and routes, and all before addresses (a service that starts
+//! before its faults, backend policies and routes, and all before addresses (a service that starts
 //! using a waypoint must find the waypoint's policies there first).
 //!
 //! The waypoint sets always arrive whole (see `translate`); pushing them
@@ -18,7 +18,7 @@ use prost::Message;
 use prost_types::Any;
 use proto::{
     ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
-    WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
+    WAYPOINT_BACKEND_POLICY_TYPE_URL, WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
 };
 use xds::{ApplyOutcome, ResourceStore, StoreError};
 
@@ -32,6 +32,7 @@ pub(super) struct PushOutcome {
     pub(super) waypoint_routes: ApplyOutcome,
     pub(super) waypoint_authorizations: ApplyOutcome,
     pub(super) waypoint_faults: ApplyOutcome,
+    pub(super) waypoint_backends: ApplyOutcome,
 }
 
 impl PushOutcome {
@@ -41,6 +42,7 @@ impl PushOutcome {
             || self.waypoint_routes.changed()
             || self.waypoint_authorizations.changed()
             || self.waypoint_faults.changed()
+            || self.waypoint_backends.changed()
     }
 
     /// The store's revision after the push.
@@ -51,6 +53,7 @@ impl PushOutcome {
             self.waypoint_routes.revision,
             self.waypoint_authorizations.revision,
             self.waypoint_faults.revision,
+            self.waypoint_backends.revision,
         ]
         .into_iter()
         .max()
@@ -64,6 +67,7 @@ struct WaypointOutcome {
     routes: ApplyOutcome,
     authorizations: ApplyOutcome,
     faults: ApplyOutcome,
+    backends: ApplyOutcome,
 }
 
 /// The waypoint sets as full states, when they were translated.
@@ -80,6 +84,7 @@ fn push_waypoint(
             routes: unchanged,
             authorizations: unchanged,
             faults: unchanged,
+            backends: unchanged,
         });
     };
     let authorizations = full_delta(
@@ -88,14 +93,17 @@ fn push_waypoint(
         &waypoint.authorizations,
     );
     let faults = full_delta(store, WAYPOINT_FAULTS_TYPE_URL, &waypoint.faults);
+    let backends = full_delta(store, WAYPOINT_BACKEND_POLICY_TYPE_URL, &waypoint.backends);
     let routes = full_delta(store, WAYPOINT_ROUTES_TYPE_URL, &waypoint.routes);
     let authorizations = apply(store, WAYPOINT_AUTHORIZATION_TYPE_URL, &authorizations)?;
     let faults = apply(store, WAYPOINT_FAULTS_TYPE_URL, &faults)?;
+    let backends = apply(store, WAYPOINT_BACKEND_POLICY_TYPE_URL, &backends)?;
     let routes = apply(store, WAYPOINT_ROUTES_TYPE_URL, &routes)?;
     Ok(WaypointOutcome {
         routes,
         authorizations,
         faults,
+        backends,
     })
 }
 
@@ -110,6 +118,7 @@ pub(super) fn push_delta(store: &ResourceStore, delta: &Delta) -> Result<PushOut
         waypoint_routes: waypoint.routes,
         waypoint_authorizations: waypoint.authorizations,
         waypoint_faults: waypoint.faults,
+        waypoint_backends: waypoint.backends,
     })
 }
 
@@ -132,6 +141,7 @@ pub(super) fn push_full(
         waypoint_routes: waypoint.routes,
         waypoint_authorizations: waypoint.authorizations,
         waypoint_faults: waypoint.faults,
+        waypoint_backends: waypoint.backends,
     })
 }
 

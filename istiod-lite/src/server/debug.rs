@@ -14,7 +14,7 @@ use proto::security::Authorization;
 use proto::workload::{Address, NetworkAddress, address};
 use proto::{
     ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
-    WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
+    WAYPOINT_BACKEND_POLICY_TYPE_URL, WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
 };
 use serde_json::{Value, json};
 use xds::ResourceStore;
@@ -67,6 +67,7 @@ pub(super) fn diagnostics(status: &PipelineStatus) -> Value {
                     ResourceType::WaypointRoutes => WAYPOINT_ROUTES_TYPE_URL,
                     ResourceType::WaypointAuthorization => WAYPOINT_AUTHORIZATION_TYPE_URL,
                     ResourceType::WaypointFaults => WAYPOINT_FAULTS_TYPE_URL,
+                    ResourceType::WaypointBackendPolicy => WAYPOINT_BACKEND_POLICY_TYPE_URL,
                 },
                 "resource": d.resource,
                 "object": d.object.to_string(),

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 use proto::{
     ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_AUTHORIZATION_TYPE_URL,
-    WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
+    WAYPOINT_BACKEND_POLICY_TYPE_URL, WAYPOINT_FAULTS_TYPE_URL, WAYPOINT_ROUTES_TYPE_URL,
 };
 use xds::{PUSH_LATENCY_BUCKETS, ResourceStore, ServerStats};
 
@@ -126,6 +126,7 @@ impl Collector for Counters {
             WAYPOINT_ROUTES_TYPE_URL,
             WAYPOINT_AUTHORIZATION_TYPE_URL,
             WAYPOINT_FAULTS_TYPE_URL,
+            WAYPOINT_BACKEND_POLICY_TYPE_URL,
         ] {
             let count = self.store.versions(type_url).len();
             let labels = [("type", type_url)];

@@ -8,7 +8,7 @@
 //! # Watch, store, diff
 //!
 //! Every kind (`Namespace`, `Pod`, `Service`, `AuthorizationPolicy`,
-//! `PeerAuthentication`, `VirtualService`, `Gateway`, `HTTPRoute`) is watched cluster-wide by
+//! `PeerAuthentication`, `VirtualService`, `DestinationRule`, `Gateway`, `HTTPRoute`) is watched cluster-wide by
 //! [`kube::runtime::watcher`]. Between the watch stream and the events we send
 //! sits a kube-rs reflector store (`kube::runtime::reflector::store`), as in
 //! kube-rs controllers: it holds what the API server last told us exists.
@@ -74,8 +74,8 @@ use tracing::{debug, info, warn};
 
 use super::{Change, SourceEvent};
 use crate::model::{
-    AuthorizationPolicy, Gateway, HTTPRoute, KubeObject, ObjectKey, ObjectKind, PeerAuthentication,
-    VirtualService,
+    AuthorizationPolicy, DestinationRule, Gateway, HTTPRoute, KubeObject, ObjectKey, ObjectKind,
+    PeerAuthentication, VirtualService,
 };
 
 /// Objects per list page: client-go's default, so a relist of a large
@@ -133,6 +133,7 @@ impl KubeSource {
             watch_kind::<AuthorizationPolicy>(&self.client, &self.config),
             watch_kind::<PeerAuthentication>(&self.client, &self.config),
             watch_kind::<VirtualService>(&self.client, &self.config),
+            watch_kind::<DestinationRule>(&self.client, &self.config),
             watch_kind::<Gateway>(&self.client, &self.config),
             watch_kind::<HTTPRoute>(&self.client, &self.config),
         ];
@@ -330,6 +331,7 @@ watched_kind! {
     Gateway => Gateway,
     HTTPRoute => HttpRoute,
     VirtualService => VirtualService,
+    DestinationRule => DestinationRule,
 }
 
 /// The store key of an object, by the same rule as [`KubeObject::key`]

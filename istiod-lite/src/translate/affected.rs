@@ -11,7 +11,7 @@
 //! | Gateway             | users of it as a waypoint; its service; its own pods         |
 //! | AuthorizationPolicy | itself; pods its old or new `selector` selects (1)           |
 //! | PeerAuthentication  | the static STRICT policy; pods its old or new selector selects (2) |
-//! | HTTPRoute, VirtualService | none of these (3)                                      |
+//! | HTTPRoute, VirtualService, DestinationRule | none of these (3)                     |
 //! | any kind, unchanged since the last translation (relist, re-read file) | nothing |
 //!
 //! (1) In its namespace, or in every namespace from the root namespace; no
@@ -171,7 +171,7 @@ pub fn affected(index: &Index, config: &MeshConfig, changes: &Changes) -> BTreeS
                     }
                 }
             }
-            ObjectKind::HttpRoute | ObjectKind::VirtualService => {}
+            ObjectKind::HttpRoute | ObjectKind::VirtualService | ObjectKind::DestinationRule => {}
         }
     }
     out

@@ -18,8 +18,8 @@ use std::ops::Bound;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 
 use crate::model::{
-    AuthorizationPolicy, Gateway, HTTPRoute, KubeObject, ObjectKey, ObjectKind, ParseError,
-    PeerAuthentication, VirtualService, parse_documents,
+    AuthorizationPolicy, DestinationRule, Gateway, HTTPRoute, KubeObject, ObjectKey, ObjectKind,
+    ParseError, PeerAuthentication, VirtualService, parse_documents,
 };
 
 /// All objects the translation may read, by key.
@@ -214,6 +214,17 @@ impl Index {
         self.range(ObjectKind::VirtualService, namespace)
             .filter_map(|(_, object)| match object {
                 KubeObject::VirtualService(vs) => Some(vs.as_ref()),
+                _ => None,
+            })
+    }
+
+    pub fn destination_rules(
+        &self,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = &DestinationRule> {
+        self.range(ObjectKind::DestinationRule, namespace)
+            .filter_map(|(_, object)| match object {
+                KubeObject::DestinationRule(rule) => Some(rule.as_ref()),
                 _ => None,
             })
     }

@@ -30,6 +30,8 @@
 //!   waypoint's `WaypointAuthorization`, one per service.
 //! - `waypoint_faults`: the `fault` of `VirtualService`s to the waypoint's
 //!   `WaypointFaults`, one per service.
+//! - `waypoint_backends`: the `trafficPolicy` of `DestinationRule`s to the
+//!   waypoint's `WaypointBackendPolicy`, one per service.
 //!
 //! The waypoint resource sets are not translated per target: they are
 //! re-translated whole whenever a kind they read changes ([`WAYPOINT_INPUTS`];
@@ -44,6 +46,7 @@ mod index;
 mod service;
 mod waypoint;
 mod waypoint_authz;
+mod waypoint_backends;
 mod waypoint_faults;
 mod waypoint_routes;
 mod workload;
@@ -52,7 +55,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use proto::security::Authorization;
-use proto::waypoint::{WaypointAuthorization, WaypointFaults, WaypointRoutes};
+use proto::waypoint::{
+    WaypointAuthorization, WaypointBackendPolicy, WaypointFaults, WaypointRoutes,
+};
 use proto::workload::Address;
 
 use crate::model::{ObjectKey, ObjectKind};
@@ -65,6 +70,7 @@ pub use self::waypoint::is_waypoint_instance;
 pub use self::waypoint_authz::{
     WaypointAuthorizationsTranslated, translate_waypoint_authorizations,
 };
+pub use self::waypoint_backends::{WaypointBackendsTranslated, translate_waypoint_backends};
 pub use self::waypoint_faults::{WaypointFaultsTranslated, translate_waypoint_faults};
 pub use self::waypoint_routes::{
     DEFAULT_RETRY_ATTEMPTS, WaypointRoutesTranslated, translate_waypoint_routes,
@@ -99,13 +105,17 @@ pub enum ResourceType {
     /// `mesh.waypoint.v1.WaypointFaults`: `<hostname>` (diagnostics name
     /// the VirtualService, `<ns>/<name>`).
     WaypointFaults,
+    /// `mesh.waypoint.v1.WaypointBackendPolicy`: `<hostname>` (diagnostics
+    /// name the DestinationRule, `<ns>/<name>`).
+    WaypointBackendPolicy,
 }
 
 /// The kinds the waypoint resources are translated from.
-pub const WAYPOINT_INPUTS: [ObjectKind; 6] = [
+pub const WAYPOINT_INPUTS: [ObjectKind; 7] = [
     ObjectKind::HttpRoute,
     ObjectKind::AuthorizationPolicy,
     ObjectKind::VirtualService,
+    ObjectKind::DestinationRule,
     ObjectKind::Service,
     ObjectKind::Gateway,
     ObjectKind::Namespace,
@@ -150,6 +160,7 @@ pub struct WaypointTranslated {
     pub routes: BTreeMap<String, WaypointRoutes>,
     pub authorizations: BTreeMap<String, WaypointAuthorization>,
     pub faults: BTreeMap<String, WaypointFaults>,
+    pub backends: BTreeMap<String, WaypointBackendPolicy>,
     /// Sorted; every diagnostic of the waypoint resource types.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -202,14 +213,17 @@ pub fn translate_waypoint(index: &Index, config: &MeshConfig) -> WaypointTransla
     let routes = translate_waypoint_routes(index, config);
     let authorizations = translate_waypoint_authorizations(index, config);
     let faults = translate_waypoint_faults(index, config);
+    let backends = translate_waypoint_backends(index, config);
     let mut diagnostics = routes.diagnostics;
     diagnostics.extend(authorizations.diagnostics);
     diagnostics.extend(faults.diagnostics);
+    diagnostics.extend(backends.diagnostics);
     diagnostics.sort();
     WaypointTranslated {
         routes: routes.routes,
         authorizations: authorizations.policies,
         faults: faults.faults,
+        backends: backends.policies,
         diagnostics,
     }
 }
@@ -342,7 +356,8 @@ impl Translated {
             // Replaced whole, below.
             ResourceType::WaypointRoutes
             | ResourceType::WaypointAuthorization
-            | ResourceType::WaypointFaults => false,
+            | ResourceType::WaypointFaults
+            | ResourceType::WaypointBackendPolicy => false,
         };
         self.diagnostics
             .retain(|d| !touched(d.resource_type, &d.resource));
@@ -354,6 +369,7 @@ impl Translated {
                     ResourceType::WaypointRoutes
                         | ResourceType::WaypointAuthorization
                         | ResourceType::WaypointFaults
+                        | ResourceType::WaypointBackendPolicy
                 )
             });
             self.diagnostics

@@ -21,7 +21,10 @@ use workload::{Service, State};
 
 use super::Inner;
 use super::body::{KeptBody, UpstreamBody};
+use super::load::{InFlight, Refusal};
 use super::upstream::{Endpoint, UpstreamError};
+use crate::balance::BackendPolicy;
+use crate::outlier::AttemptResult;
 use crate::retry::{DEFAULT_BACKOFF, backoff, is_retriable_answer};
 use crate::route::{Retry, Timeouts};
 use crate::trace::{AttemptEnd, RequestTrace};
@@ -35,6 +38,8 @@ pub(super) enum Outcome {
     TimedOut(Duration),
     /// No healthy endpoint to send to (only before the first attempt).
     NoEndpoint,
+    /// The service's `DestinationRule` request limit is reached.
+    Overflow,
 }
 
 /// The end of the exchange: the last attempt and its endpoint.
@@ -71,15 +76,22 @@ impl Inner {
         request: Request<UpstreamBody>,
         deadline: Option<Duration>,
     ) -> Exchange {
-        let Some(endpoint) =
-            self.upstreams
-                .choose_endpoint(state.endpoints(service), service, port, &[])
-        else {
-            return Exchange::nothing_sent();
+        let policy = self.backend_policy(service);
+        let chosen = self.upstreams.choose_for_attempt(
+            state.endpoints(service),
+            service,
+            port,
+            &[],
+            &policy,
+        );
+        let (endpoint, in_flight) = match chosen {
+            Ok(chosen) => chosen,
+            Err(refusal) => return Exchange::refused(refusal, 0),
         };
         let outcome = self
             .send(&endpoint, request, deadline, (service, port, 1))
             .await;
+        finish(&in_flight, &outcome);
         Exchange {
             outcome,
             endpoint: Some(endpoint),
@@ -101,17 +113,21 @@ impl Inner {
         let base = replay.retry.backoff.unwrap_or(DEFAULT_BACKOFF);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut attempts = 0;
+        let policy = self.backend_policy(service);
         loop {
-            let Some(endpoint) =
-                self.upstreams
-                    .choose_endpoint(state.endpoints(service), service, port, &tried)
-            else {
-                // Endpoints can vanish between attempts; the answer
-                // being retried is gone by then, so say what is known.
-                return Exchange {
-                    attempts,
-                    ..Exchange::nothing_sent()
-                };
+            let chosen = self.upstreams.choose_for_attempt(
+                state.endpoints(service),
+                service,
+                port,
+                &tried,
+                &policy,
+            );
+            let (endpoint, in_flight) = match chosen {
+                Ok(chosen) => chosen,
+                // Endpoints can vanish (or overflow) between attempts; the
+                // answer being retried is gone by then, so say what is
+                // known.
+                Err(refusal) => return Exchange::refused(refusal, attempts),
             };
             tried.push(endpoint.addr);
             attempts += 1;
@@ -124,12 +140,14 @@ impl Inner {
             let outcome = self
                 .send(&endpoint, request, per_try, (service, port, attempts))
                 .await;
+            finish(&in_flight, &outcome);
+            drop(in_flight);
             let retriable = match &outcome {
                 Outcome::Answered(response) => {
                     is_retriable_answer(&replay.retry.codes, response.status(), response.headers())
                 }
                 Outcome::Failed(_) => true,
-                Outcome::TimedOut(_) | Outcome::NoEndpoint => false,
+                Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow => false,
             };
             let done = |retries_exhausted| Exchange {
                 outcome,
@@ -202,7 +220,9 @@ impl Inner {
                         error: &error,
                     }
                 }
-                Outcome::TimedOut(_) | Outcome::NoEndpoint => AttemptEnd::TimedOut,
+                Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow => {
+                    AttemptEnd::TimedOut
+                }
             };
             span.finish(of.0, of.1, (&endpoint.workload, endpoint.addr), end);
         }
@@ -210,14 +230,42 @@ impl Inner {
     }
 }
 
+/// Tells outlier detection how an attempt ended. A timed-out attempt is
+/// not the endpoint's failure to answer (the deadline was the route's),
+/// so it is not counted, as Envoy counts only responses and connection
+/// failures.
+fn finish(in_flight: &InFlight, outcome: &Outcome) {
+    let result = match outcome {
+        Outcome::Answered(response) => AttemptResult::Status(response.status().as_u16()),
+        Outcome::Failed(_) => AttemptResult::ConnectionFailed,
+        Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow => return,
+    };
+    in_flight.finish(result, std::time::Instant::now());
+}
+
+impl Inner {
+    /// The `DestinationRule` policy of `service`, or Istio's defaults.
+    fn backend_policy(&self, service: &Service) -> Arc<BackendPolicy> {
+        self.config
+            .snapshot()
+            .backend_policy(&service.hostname)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 // === impl Exchange ===
 
 impl Exchange {
-    fn nothing_sent() -> Self {
+    /// No attempt (more) could be sent, after `attempts`.
+    fn refused(refusal: Refusal, attempts: u32) -> Self {
         Exchange {
-            outcome: Outcome::NoEndpoint,
+            outcome: match refusal {
+                Refusal::NoEndpoint => Outcome::NoEndpoint,
+                Refusal::Overflow => Outcome::Overflow,
+            },
             endpoint: None,
-            attempts: 0,
+            attempts,
             retries_exhausted: false,
         }
     }

@@ -22,8 +22,9 @@
 //!    are attached and none matches, or the service itself without routes;
 //! 3. the rule's filters (headers, redirect, rewrite), then a weighted
 //!    backend and its filters (500 for an invalid backend);
-//! 4. an endpoint of the backend, round robin over healthy ones (503 when
-//!    none);
+//! 4. an endpoint of the backend by its `DestinationRule` policy
+//!    (`load`: least request by default, outlier ejections skipped; 503
+//!    `UH` when none, 503 `UO` over the request limit);
 //! 5. one upstream attempt (`upstream`) on a reused connection (503 when
 //!    it fails), or, when the rule retries and the body is kept (`body`),
 //!    attempts to other endpoints within the rule's retries and the
@@ -38,6 +39,7 @@ mod access_log;
 mod attempts;
 mod body;
 mod inbound;
+mod load;
 mod mirror;
 mod request;
 mod sniff;

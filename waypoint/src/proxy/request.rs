@@ -324,6 +324,18 @@ fn respond(
             .flagged(ResponseFlag::UpstreamTimeout);
             local(reply, log)
         }
+        Outcome::Overflow => {
+            let reply = LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow\n",
+                format!(
+                    "the DestinationRule request limit of {}:{port} is reached",
+                    service.hostname
+                ),
+            )
+            .flagged(ResponseFlag::UpstreamOverflow);
+            local(reply, log)
+        }
         Outcome::NoEndpoint => {
             let reply = LocalReply::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,5 +1,6 @@
-//! The upstream side: which endpoint gets a request, and the HTTP
-//! connections to endpoints, reused across requests.
+//! The upstream side: which endpoint gets a request (by the service's
+//! `DestinationRule` policy, see `load`), and the HTTP connections to
+//! endpoints, reused across requests.
 //!
 //! An endpoint that speaks HBONE is reached through a tunnel to its
 //! ztunnel (`<endpoint-ip>:15008`, `:authority` `<endpoint-ip>:<port>`),
@@ -35,6 +36,8 @@ use workload::{Service, TunnelProtocol, Workload};
 
 use super::CertFuture;
 pub(crate) use super::body::UpstreamBody;
+use super::load::{InFlight, Loads, Refusal};
+use crate::balance::BackendPolicy;
 use crate::metrics::ResponseFlag;
 
 /// One endpoint chosen for a request.
@@ -110,8 +113,9 @@ pub(crate) struct Upstreams {
     /// Opens plain TCP to endpoints (the HBONE pool has the same one).
     connector: SourceConnector,
     idle: Mutex<HashMap<ConnectionKey, Vec<Sender>>>,
-    /// The next endpoint index per service key (round robin).
-    next: Mutex<HashMap<Arc<str>, usize>>,
+    /// Requests in flight, round-robin positions and outlier state, per
+    /// service.
+    loads: Arc<Loads>,
 }
 
 // === impl Upstreams ===
@@ -122,14 +126,12 @@ impl Upstreams {
             hbone,
             connector,
             idle: Mutex::default(),
-            next: Mutex::default(),
+            loads: Arc::default(),
         }
     }
 
-    /// Round robin over the healthy endpoints of `service` that serve
-    /// `port`, leaving out those at the addresses in `tried` (the earlier
-    /// attempts of a request) unless no other is left; `None` when there
-    /// is none at all.
+    /// An endpoint for a connection or a mirrored request, with Istio's
+    /// default balancer and no limits: see [`Upstreams::choose_for_attempt`].
     pub(crate) fn choose_endpoint<'a>(
         &self,
         endpoints: impl Iterator<Item = &'a Arc<Workload>>,
@@ -137,6 +139,27 @@ impl Upstreams {
         port: u16,
         tried: &[SocketAddr],
     ) -> Option<Endpoint> {
+        let default = Arc::new(BackendPolicy::default());
+        self.choose_for_attempt(endpoints, service, port, tried, &default)
+            .ok()
+            .map(|(endpoint, _counted_until_here)| endpoint)
+    }
+
+    /// The endpoint of `service` that serves `port` for one attempt, by the
+    /// service's `DestinationRule` policy (least request by default) over
+    /// the healthy endpoints that outlier detection has not ejected,
+    /// leaving out those at the addresses in `tried` (the earlier attempts
+    /// of a request) unless no other is left. The guard counts the attempt
+    /// in flight until it is dropped; `Overflow` when the service's
+    /// request limit is reached.
+    pub(crate) fn choose_for_attempt<'a>(
+        &self,
+        endpoints: impl Iterator<Item = &'a Arc<Workload>>,
+        service: &Service,
+        port: u16,
+        tried: &[SocketAddr],
+        policy: &Arc<BackendPolicy>,
+    ) -> Result<(Endpoint, InFlight), Refusal> {
         let key = service.key();
         let mut candidates: Vec<Endpoint> = endpoints
             .filter(|w| w.healthy)
@@ -149,24 +172,23 @@ impl Upstreams {
                 })
             })
             .collect();
-        if candidates.is_empty() {
-            return None;
-        }
         // Envoy's `previous_hosts` predicate: a retry goes elsewhere when
         // it can, so that one bad endpoint of several is recoverable.
         if candidates.iter().any(|e| !tried.contains(&e.addr)) {
             candidates.retain(|e| !tried.contains(&e.addr));
         }
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let counter = next.entry(key).or_default();
-        let chosen = candidates[*counter % candidates.len()].clone();
-        // Only first attempts turn the wheel: were retries to turn it
-        // too, with two endpoints every first attempt would land on the
-        // failing one.
-        if tried.is_empty() {
-            *counter = counter.wrapping_add(1);
-        }
-        Some(chosen)
+        let addrs: Vec<SocketAddr> = candidates.iter().map(|e| e.addr).collect();
+        // Only first attempts turn the round-robin wheel: were retries to
+        // turn it too, with two endpoints every first attempt would land
+        // on the failing one.
+        let (chosen, in_flight) = self.loads.choose(
+            &service.hostname,
+            &addrs,
+            policy,
+            tried.is_empty(),
+            std::time::Instant::now(),
+        )?;
+        Ok((candidates.swap_remove(chosen), in_flight))
     }
 
     /// Opens a byte stream to `endpoint`: a tunnel through its ztunnel, or

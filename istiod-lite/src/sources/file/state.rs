@@ -452,6 +452,7 @@ impl Digest {
             KubeObject::Gateway(o) => serde_json::to_writer(&mut sink, o),
             KubeObject::HttpRoute(o) => serde_json::to_writer(&mut sink, o),
             KubeObject::VirtualService(o) => serde_json::to_writer(&mut sink, o),
+            KubeObject::DestinationRule(o) => serde_json::to_writer(&mut sink, o),
         };
         if written.is_err() {
             // Our kinds always serialize (objects that came from YAML, string
