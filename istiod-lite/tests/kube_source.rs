@@ -31,9 +31,11 @@ const AUTHORIZATION_POLICIES: &str = "/apis/security.istio.io/v1/authorizationpo
 const PEER_AUTHENTICATIONS: &str = "/apis/security.istio.io/v1/peerauthentications";
 const GATEWAYS: &str = "/apis/gateway.networking.k8s.io/v1/gateways";
 const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
+const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
+const DESTINATION_RULES: &str = "/apis/networking.istio.io/v1/destinationrules";
 
 /// Every collection the source watches (cluster-wide).
-const RESOURCES: [&str; 7] = [
+const RESOURCES: [&str; 9] = [
     NAMESPACES,
     PODS,
     SERVICES,
@@ -41,6 +43,8 @@ const RESOURCES: [&str; 7] = [
     PEER_AUTHENTICATIONS,
     GATEWAYS,
     HTTP_ROUTES,
+    VIRTUAL_SERVICES,
+    DESTINATION_RULES,
 ];
 
 /// How long one step may wait for the source. Generous: a retry after an
@@ -383,6 +387,8 @@ async fn kube_watch_events_and_relist_after_410_gone() {
         PEER_AUTHENTICATIONS,
         GATEWAYS,
         HTTP_ROUTES,
+        VIRTUAL_SERVICES,
+        DESTINATION_RULES,
     ] {
         api.serve_list(resource, "1", vec![]).await;
     }
@@ -396,6 +402,8 @@ async fn kube_watch_events_and_relist_after_410_gone() {
         PEER_AUTHENTICATIONS,
         GATEWAYS,
         HTTP_ROUTES,
+        VIRTUAL_SERVICES,
+        DESTINATION_RULES,
     ] {
         api.hold_watch(resource, "1").await;
     }
@@ -453,6 +461,21 @@ async fn kube_missing_crd_is_a_problem_and_other_kinds_still_sync() {
         "{problem}"
     );
 
+    // The networking CRDs missing too: the same kind of problem.
+    api.serve_not_found(VIRTUAL_SERVICES).await;
+    let problem = expect_problem(&mut events, "kube:VirtualService").await;
+    assert!(
+        problem.contains("virtualservices.networking.istio.io is not installed"),
+        "{problem}"
+    );
+    assert!(problem.contains("install Istio's CRDs"), "{problem}");
+    api.serve_not_found(DESTINATION_RULES).await;
+    let problem = expect_problem(&mut events, "kube:DestinationRule").await;
+    assert!(
+        problem.contains("destinationrules.networking.istio.io is not installed"),
+        "{problem}"
+    );
+
     for resource in [NAMESPACES, PODS, SERVICES, GATEWAYS] {
         api.serve_list(resource, "1", vec![]).await;
     }
@@ -499,6 +522,8 @@ async fn kube_forbidden_list_holds_synced_back_until_it_succeeds() {
         PEER_AUTHENTICATIONS,
         GATEWAYS,
         HTTP_ROUTES,
+        VIRTUAL_SERVICES,
+        DESTINATION_RULES,
     ] {
         api.serve_list(resource, "1", vec![]).await;
     }
