@@ -99,10 +99,51 @@ pub fn route_b(mesh: &Mesh, name: &str, rules: &str) {
     mesh.apply(name, &yaml);
 }
 
-/// Waits until a request from a with `header` is answered by `pod`: a
-/// route arrives whole, so once its probe rule answers, all of it is in
-/// force.
+/// Waits until route_b's route is in force, then until a request from a
+/// with `header` (the route's probe rule) is answered by `pod`.
+///
+/// The probe alone cannot tell: its pod is also an endpoint of Service b,
+/// so before the route arrives it answers about half the probes anyway.
+/// The waypoint's `/config_dump` does tell, since a route arrives whole.
 pub fn wait_answered_by(mesh: &Mesh, header: &str, pod: &str) {
+    eventually(
+        "the waypoint holds route ns-b/b",
+        Duration::from_secs(10),
+        || {
+            let out = mesh.exec(
+                "ns-b/waypoint",
+                &[
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "5",
+                    "http://127.0.0.1:15000/config_dump",
+                ],
+            );
+            let dump: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
+            let routed = dump["services"].as_array().is_some_and(|services| {
+                services.iter().any(|s| {
+                    s["hostname"] == "b.ns-b.svc.cluster.local"
+                        && s["routes"].as_array().is_some_and(|ports| {
+                            ports.iter().any(|p| {
+                                p["port"] == 8080
+                                    && p["routes"].as_array().is_some_and(|r| {
+                                        r.iter().any(|r| {
+                                            r.as_str().is_some_and(|r| r.starts_with("ns-b/b "))
+                                        })
+                                    })
+                            })
+                        })
+                })
+            });
+            if routed {
+                Ok(())
+            } else {
+                Err(dump["services"].to_string())
+            }
+        },
+    );
     let what = format!("requests with {header} are answered by {pod}");
     eventually(&what, Duration::from_secs(10), || {
         let (_, body) = request(mesh, "a", "GET", "http://b.ns-b:8080/", &[header]);
