@@ -8,40 +8,10 @@ mod mesh_support;
 
 use std::time::Duration;
 
-use mesh_support::waypoint::{deploy_waypoint, request, topology};
-use mesh_support::{Mesh, can_run, eventually, text};
-
-/// `traffic http` from pod a: the summary as JSON.
-fn traffic(mesh: &Mesh, url: &str, requests: u64, concurrency: u64) -> serde_json::Value {
-    let (n, c) = (requests.to_string(), concurrency.to_string());
-    let out = mesh.exec(
-        "a",
-        &[
-            "traffic",
-            "http",
-            url,
-            "-n",
-            &n,
-            "-c",
-            &c,
-            "-o",
-            "json",
-            "--allow-errors",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The waypoint's access-log events for `path`, one per request.
-fn logged(mesh: &Mesh, path: &str) -> Vec<String> {
-    let needle = format!("path={path} ");
-    mesh.log("ns-b/waypoint")
-        .lines()
-        .filter(|l| l.contains("request complete") && l.contains(&needle))
-        .map(str::to_owned)
-        .collect()
-}
+use mesh_support::waypoint::{
+    deploy_waypoint, logged, request, topology, topology_with_broken_v2, traffic,
+};
+use mesh_support::{Mesh, can_run, eventually};
 
 /// The value of `field=` in an access-log line (up to the next space).
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
@@ -196,18 +166,6 @@ spec:
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(counted as u64, aborted, "{metrics}");
-}
-
-/// The shared topology, with `b-v2` answering every request 503.
-fn topology_with_broken_v2(name: &str) -> String {
-    let topology = topology(name);
-    let (before, after) = topology.split_once("name: b-v2,").unwrap();
-    let after = after.replacen(
-        r#"command: [echo-http, --listen, "0.0.0.0:8080"]"#,
-        r#"command: [echo-http, --listen, "0.0.0.0:8080", --fail, "1"]"#,
-        1,
-    );
-    format!("{before}name: b-v2,{after}")
 }
 
 /// Applies a DestinationRule for Service b with this `trafficPolicy`.

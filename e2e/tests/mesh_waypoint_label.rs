@@ -7,17 +7,14 @@
 
 mod mesh_support;
 
-use mesh_support::waypoint::{deploy_waypoint, request, topology};
+use mesh_support::waypoint::{deploy_waypoint, logged, request, topology};
 use std::time::Duration;
 
 use mesh_support::{Mesh, can_run, eventually, text};
 
 /// Whether the waypoint's access log has a request for `path`.
 fn through_waypoint(mesh: &Mesh, path: &str) -> bool {
-    let needle = format!("path={path} ");
-    mesh.log("ns-b/waypoint")
-        .lines()
-        .any(|l| l.contains("request complete") && l.contains(&needle))
+    !logged(mesh, path).is_empty()
 }
 
 /// Waits for the waypoint to log the request for `path` (its access-log

@@ -7,8 +7,10 @@
 
 mod mesh_support;
 
-use mesh_support::waypoint::{deploy_waypoint, route_b, topology, wait_answered_by};
-use mesh_support::{Mesh, can_run, text};
+use mesh_support::waypoint::{
+    deploy_waypoint, logged, route_b, topology, topology_with_broken_v2, traffic, wait_answered_by,
+};
+use mesh_support::{Mesh, can_run};
 
 /// Retries the rules below allow after a first attempt.
 const RETRIES: u64 = 3;
@@ -18,48 +20,11 @@ const RETRIES: u64 = 3;
 const BUDGET_RATIO: f64 = 0.2;
 const BUDGET_FLOOR_PER_WINDOW: f64 = 100.0;
 
-/// The shared topology, with `b-v2` answering every request 503: half of
-/// Service b's endpoints, so half of its requests, fail.
-fn topology_with_broken_v2(name: &str) -> String {
-    let topology = topology(name);
-    let (before, after) = topology.split_once("name: b-v2,").unwrap();
-    let after = after.replacen(
-        r#"command: [echo-http, --listen, "0.0.0.0:8080"]"#,
-        r#"command: [echo-http, --listen, "0.0.0.0:8080", --fail, "1"]"#,
-        1,
-    );
-    format!("{before}name: b-v2,{after}")
-}
-
-/// `traffic http` from pod a: the summary as JSON.
-fn traffic(mesh: &Mesh, url: &str, requests: u64, concurrency: u64) -> serde_json::Value {
-    let (n, c) = (requests.to_string(), concurrency.to_string());
-    let out = mesh.exec(
-        "a",
-        &[
-            "traffic",
-            "http",
-            url,
-            "-n",
-            &n,
-            "-c",
-            &c,
-            "-o",
-            "json",
-            "--allow-errors",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The upstream attempts of each request the waypoint logged for `path`,
 /// in the order they completed.
 fn attempts_logged(mesh: &Mesh, path: &str) -> Vec<u64> {
-    let needle = format!("path={path} ");
-    mesh.log("ns-b/waypoint")
-        .lines()
-        .filter(|l| l.contains("request complete") && l.contains(&needle))
+    logged(mesh, path)
+        .iter()
         .map(|l| {
             let value = l.split("upstream.attempts=").nth(1).unwrap_or_default();
             let digits: String = value.chars().take_while(char::is_ascii_digit).collect();

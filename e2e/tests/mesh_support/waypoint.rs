@@ -122,21 +122,15 @@ pub fn wait_answered_by(mesh: &Mesh, header: &str, pod: &str) {
             );
             let dump: serde_json::Value =
                 serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
-            let routed = dump["services"].as_array().is_some_and(|services| {
-                services.iter().any(|s| {
-                    s["hostname"] == "b.ns-b.svc.cluster.local"
-                        && s["routes"].as_array().is_some_and(|ports| {
-                            ports.iter().any(|p| {
-                                p["port"] == 8080
-                                    && p["routes"].as_array().is_some_and(|r| {
-                                        r.iter().any(|r| {
-                                            r.as_str().is_some_and(|r| r.starts_with("ns-b/b "))
-                                        })
-                                    })
-                            })
-                        })
-                })
-            });
+            let routed = dump["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["hostname"] == "b.ns-b.svc.cluster.local")
+                .flat_map(|s| s["routes"].as_array().into_iter().flatten())
+                .filter(|p| p["port"] == 8080)
+                .flat_map(|p| p["routes"].as_array().into_iter().flatten())
+                .any(|r| r.as_str().is_some_and(|r| r.starts_with("ns-b/b ")));
             if routed {
                 Ok(())
             } else {
@@ -152,4 +146,50 @@ pub fn wait_answered_by(mesh: &Mesh, header: &str, pod: &str) {
             other => Err(other),
         }
     });
+}
+
+/// The shared topology, with `b-v2` answering every request 503
+/// (`echo-http --fail 1`): half of Service b's endpoints, so half of its
+/// requests, fail.
+pub fn topology_with_broken_v2(name: &str) -> String {
+    let topology = topology(name);
+    let (before, after) = topology.split_once("name: b-v2,").unwrap();
+    let after = after.replacen(
+        r#"command: [echo-http, --listen, "0.0.0.0:8080"]"#,
+        r#"command: [echo-http, --listen, "0.0.0.0:8080", --fail, "1"]"#,
+        1,
+    );
+    format!("{before}name: b-v2,{after}")
+}
+
+/// `traffic http` from pod a: the summary as JSON (failed requests are
+/// counted in it, not an error).
+pub fn traffic(mesh: &Mesh, url: &str, requests: u64, concurrency: u64) -> serde_json::Value {
+    let (n, c) = (requests.to_string(), concurrency.to_string());
+    let args = [
+        "traffic",
+        "http",
+        url,
+        "-n",
+        &n,
+        "-c",
+        &c,
+        "-o",
+        "json",
+        "--allow-errors",
+    ];
+    let out = mesh.exec("a", &args);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The waypoint's access-log events for `path`, one per request, in the
+/// order they completed.
+pub fn logged(mesh: &Mesh, path: &str) -> Vec<String> {
+    let needle = format!("path={path} ");
+    mesh.log("ns-b/waypoint")
+        .lines()
+        .filter(|l| l.contains("request complete") && l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
 }
