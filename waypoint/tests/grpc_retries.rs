@@ -20,12 +20,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prost::Message;
-use proto::WAYPOINT_ROUTES_TYPE_URL;
-use proto::waypoint as pb;
-use support::{Mesh, NODE_B, WAIT, eventually, ip, pod, vip};
+use support::retrying::retrying_service;
+use support::{Mesh, WAIT, ip, vip};
 use tokio::net::TcpListener;
-use waypoint::route::ServiceKey;
 
 const GRPC_HOST: &str = "grpc.b.svc.cluster.local";
 
@@ -72,95 +69,7 @@ async fn grpc_status_app(addr: SocketAddr, grpc_status: &'static str) -> Arc<Ato
 async fn grpc_mesh(net: u8, statuses: [&'static str; 2]) -> (Mesh, [Arc<AtomicUsize>; 2]) {
     let first = grpc_status_app(SocketAddr::new(ip(net, 23), 8080), statuses[0]).await;
     let second = grpc_status_app(SocketAddr::new(ip(net, 24), 8080), statuses[1]).await;
-    let mut yaml = pod("b", "grpc-1", "grpc", NODE_B, ip(net, 23), "app: grpc");
-    yaml.push_str(&pod(
-        "b",
-        "grpc-2",
-        "grpc",
-        NODE_B,
-        ip(net, 24),
-        "app: grpc",
-    ));
-    yaml.push_str(&format!(
-        "apiVersion: v1
-kind: Service
-metadata:
-  name: grpc
-  namespace: b
-spec:
-  clusterIP: {vip}
-  selector:
-    app: grpc
-  ports:
-  - name: grpc
-    port: 80
-    targetPort: 8080
----
-",
-        vip = vip(net, 5)
-    ));
-    let mesh = Mesh::start(net, &yaml).await;
-    eventually("the waypoint to know both endpoints of grpc", || {
-        let state = mesh.waypoint.mesh().snapshot();
-        let ready = state
-            .service_by_vip("", vip(net, 5))
-            .is_some_and(|service| state.endpoints(service).filter(|w| w.healthy).count() == 2);
-        async move { ready }
-    })
-    .await;
-    let rule = pb::Rule {
-        backends: vec![pb::WeightedBackend {
-            backend: Some(pb::weighted_backend::Backend::Service(pb::ServiceRef {
-                hostname: GRPC_HOST.into(),
-                port: 80,
-            })),
-            weight: 1,
-            filters: vec![],
-        }],
-        retry: Some(pb::Retry {
-            codes: vec![503],
-            attempts: 3,
-            backoff: Some(prost_types::Duration {
-                seconds: 0,
-                nanos: 1_000_000,
-            }),
-        }),
-        ..pb::Rule::default()
-    };
-    let routes = pb::WaypointRoutes {
-        hostname: GRPC_HOST.into(),
-        port: 80,
-        routes: vec![pb::Route {
-            namespace: "b".into(),
-            name: "grpc".into(),
-            creation_timestamp: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            rules: vec![rule],
-        }],
-    };
-    let resource = prost_types::Any {
-        type_url: WAYPOINT_ROUTES_TYPE_URL.into(),
-        value: routes.encode_to_vec(),
-    };
-    mesh.plane
-        .ads
-        .apply(
-            WAYPOINT_ROUTES_TYPE_URL,
-            vec![(format!("{GRPC_HOST}:80"), resource)],
-            vec![],
-        )
-        .unwrap();
-    let key = ServiceKey {
-        hostname: GRPC_HOST.into(),
-        port: 80,
-    };
-    eventually("the waypoint to have the retrying route", || {
-        let applied = mesh.waypoint.config().snapshot().routes(&key).is_some();
-        async move { applied }
-    })
-    .await;
+    let mesh = retrying_service(net, "grpc", "grpc").await;
     (mesh, [first, second])
 }
 
