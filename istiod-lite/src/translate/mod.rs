@@ -43,6 +43,7 @@
 mod affected;
 mod authorization;
 mod index;
+mod notes;
 mod service;
 mod waypoint;
 mod waypoint_authz;

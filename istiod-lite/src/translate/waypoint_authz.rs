@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proto::waypoint as pb;
 
+use super::notes::Notes;
 use super::service::{hostname, service_waypoint};
 use super::waypoint::WaypointRef;
 use super::{Diagnostic, Index, MeshConfig, ResourceType, Severity};
@@ -69,11 +70,11 @@ pub fn translate_waypoint_authorizations(
         }
         let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
         let name = policy.metadata.name.as_deref().unwrap_or_default();
-        let mut notes = Notes {
-            object: ObjectKey::new(ObjectKind::AuthorizationPolicy, namespace, name),
-            resource: format!("{namespace}/{name}"),
-            diagnostics: &mut diagnostics,
-        };
+        let mut notes = Notes::new(
+            ResourceType::WaypointAuthorization,
+            ObjectKey::new(ObjectKind::AuthorizationPolicy, namespace, name),
+            &mut diagnostics,
+        );
         let mut targets = BTreeSet::new();
         for target in refs {
             targets.extend(resolve_target(
@@ -104,27 +105,6 @@ pub fn translate_waypoint_authorizations(
     WaypointAuthorizationsTranslated {
         policies,
         diagnostics,
-    }
-}
-
-/// Where one policy's diagnostics go.
-pub(crate) struct Notes<'a> {
-    object: ObjectKey,
-    /// `<ns>/<name>` of the policy: a policy may reach many services, and
-    /// what is wrong with it is wrong for all of them.
-    resource: String,
-    diagnostics: &'a mut Vec<Diagnostic>,
-}
-
-impl Notes<'_> {
-    pub(crate) fn push(&mut self, severity: Severity, message: String) {
-        self.diagnostics.push(Diagnostic {
-            resource_type: ResourceType::WaypointAuthorization,
-            resource: self.resource.clone(),
-            severity,
-            object: self.object.clone(),
-            message,
-        });
     }
 }
 

@@ -29,10 +29,11 @@ use std::collections::BTreeMap;
 use proto::waypoint as pb;
 use proto::waypoint::waypoint_backend_policy::LoadBalancer as PbBalancer;
 
+use super::notes::Notes;
 use super::service::hostname;
 use super::waypoint_authz::services_with_waypoints;
 use super::waypoint_faults::{duration, service_of_host};
-use super::{Diagnostic, Index, MeshConfig, ResourceType, Severity};
+use super::{Diagnostic, Index, MeshConfig, ResourceType};
 use crate::model::{
     ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, ObjectKey, ObjectKind,
     OutlierDetection, TrafficPolicy,
@@ -74,11 +75,11 @@ pub fn translate_waypoint_backends(
         let namespace = rule.metadata.namespace.as_deref().unwrap_or("default");
         let name = rule.metadata.name.as_deref().unwrap_or_default();
         let resource = format!("{namespace}/{name}");
-        let mut notes = Notes {
-            object: ObjectKey::new(ObjectKind::DestinationRule, namespace, name),
-            resource: resource.clone(),
-            diagnostics: &mut diagnostics,
-        };
+        let mut notes = Notes::new(
+            ResourceType::WaypointBackendPolicy,
+            ObjectKey::new(ObjectKind::DestinationRule, namespace, name),
+            &mut diagnostics,
+        );
         let host = &rule.spec.host;
         let Some((svc_namespace, svc_name)) = service_of_host(config, namespace, host) else {
             notes.warn(format!(
@@ -128,35 +129,6 @@ pub fn translate_waypoint_backends(
     WaypointBackendsTranslated {
         policies,
         diagnostics,
-    }
-}
-
-/// Where one DestinationRule's diagnostics go.
-struct Notes<'a> {
-    object: ObjectKey,
-    /// `<ns>/<name>` of the DestinationRule.
-    resource: String,
-    diagnostics: &'a mut Vec<Diagnostic>,
-}
-
-impl Notes<'_> {
-    fn warn(&mut self, message: String) {
-        self.diagnostics.push(Diagnostic {
-            resource_type: ResourceType::WaypointBackendPolicy,
-            resource: self.resource.clone(),
-            severity: Severity::Warning,
-            object: self.object.clone(),
-            message,
-        });
-    }
-
-    /// Warns about each set field that is not applied.
-    fn unsupported(&mut self, parent: &str, fields: &[(&str, bool)]) {
-        for (field, _) in fields.iter().filter(|(_, set)| *set) {
-            self.warn(format!(
-                "`{parent}.{field}` is not supported by the waypoint; it is ignored"
-            ));
-        }
     }
 }
 

@@ -33,9 +33,10 @@ use std::collections::BTreeMap;
 use proto::waypoint as pb;
 use proto::waypoint::fault_string_match::Kind as StringKind;
 
+use super::notes::Notes;
 use super::service::hostname;
 use super::waypoint_authz::services_with_waypoints;
-use super::{Diagnostic, Index, MeshConfig, ResourceType, Severity};
+use super::{Diagnostic, Index, MeshConfig, ResourceType};
 use crate::model::{
     FaultAbort, FaultDelay, HttpFaultInjection, HttpMatchRequest, IstioStringMatch, ObjectKey,
     ObjectKind, Percent, VirtualService, VirtualServiceHttpRoute,
@@ -72,11 +73,11 @@ pub fn translate_waypoint_faults(index: &Index, config: &MeshConfig) -> Waypoint
         let namespace = vs.metadata.namespace.as_deref().unwrap_or("default");
         let name = vs.metadata.name.as_deref().unwrap_or_default();
         let resource = format!("{namespace}/{name}");
-        let mut notes = Notes {
-            object: ObjectKey::new(ObjectKind::VirtualService, namespace, name),
-            resource: resource.clone(),
-            diagnostics: &mut diagnostics,
-        };
+        let mut notes = Notes::new(
+            ResourceType::WaypointFaults,
+            ObjectKey::new(ObjectKind::VirtualService, namespace, name),
+            &mut diagnostics,
+        );
         let mut targets = Vec::new();
         for host in &vs.spec.hosts {
             let Some((svc_namespace, svc_name)) = service_of_host(config, namespace, host) else {
@@ -124,27 +125,6 @@ pub fn translate_waypoint_faults(index: &Index, config: &MeshConfig) -> Waypoint
     WaypointFaultsTranslated {
         faults,
         diagnostics,
-    }
-}
-
-/// Where one VirtualService's diagnostics go.
-struct Notes<'a> {
-    object: ObjectKey,
-    /// `<ns>/<name>` of the VirtualService: what is wrong with it is wrong
-    /// for every service it names.
-    resource: String,
-    diagnostics: &'a mut Vec<Diagnostic>,
-}
-
-impl Notes<'_> {
-    fn warn(&mut self, message: String) {
-        self.diagnostics.push(Diagnostic {
-            resource_type: ResourceType::WaypointFaults,
-            resource: self.resource.clone(),
-            severity: Severity::Warning,
-            object: self.object.clone(),
-            message,
-        });
     }
 }
 

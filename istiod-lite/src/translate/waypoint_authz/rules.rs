@@ -25,8 +25,8 @@ use std::net::IpAddr;
 use proto::waypoint::authorization_policy::{self as pb_policy, Action};
 use proto::waypoint::{self as pb};
 
-use super::Notes;
 use crate::model::{AuthorizationPolicy, Condition, Operation, PolicyAction, Rule, Source};
+use crate::translate::notes::Notes;
 use crate::translate::{MeshConfig, Severity};
 
 /// The annotation that makes a policy report without enforcing.
