@@ -22,7 +22,7 @@ use workload::{Service, State, StateStore};
 use xds::ClientStatus;
 
 use crate::authz::Action;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, serves};
 use crate::route::ServiceKey;
 use crate::snapshot::{ConfigStore, WaypointConfig};
 
@@ -122,14 +122,7 @@ impl Admin {
 fn served_services(state: &State, identity: &Identity) -> Vec<Arc<Service>> {
     let mut served: Vec<Arc<Service>> = state
         .services()
-        .filter(|service| {
-            service.waypoint.as_ref().is_some_and(|waypoint| {
-                state
-                    .gateway_workloads(waypoint)
-                    .iter()
-                    .any(|w| w.identity == *identity)
-            })
-        })
+        .filter(|service| serves(state, service, identity))
         .cloned()
         .collect();
     served.sort_by(|a, b| a.hostname.cmp(&b.hostname));

@@ -15,12 +15,12 @@ use hbone::{ConnectHandler, InboundConnect, Rejection, Server, ServerConfig};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use identity::WorkloadCert;
+use identity::{Identity, WorkloadCert};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, debug_span, info, warn};
-use workload::Service;
+use workload::{Service, State};
 
 use super::request::Downstream;
 use super::sniff::{self, Prefixed, Protocol};
@@ -217,13 +217,8 @@ impl Inner {
         let addr: SocketAddr = authority.parse().ok()?;
         let state = self.mesh.snapshot();
         let service = state.service_by_vip(&self.network, addr.ip())?;
-        let ours = service.waypoint.as_ref().is_some_and(|waypoint| {
-            state
-                .gateway_workloads(waypoint)
-                .iter()
-                .any(|w| w.identity == self.identity)
-        });
-        (ours && service.has_port(addr.port())).then(|| (service.clone(), addr.port()))
+        (serves(&state, service, &self.identity) && service.has_port(addr.port()))
+            .then(|| (service.clone(), addr.port()))
     }
 
     /// HTTP/1.1 or HTTP/2 (hyper tells them apart by the preface) until the
@@ -297,4 +292,15 @@ impl Inner {
             "TCP passthrough complete",
         );
     }
+}
+
+/// Whether the waypoint with `identity` is `service`'s waypoint: the
+/// service's waypoint resolves to workloads with that identity.
+pub(crate) fn serves(state: &State, service: &Service, identity: &Identity) -> bool {
+    service.waypoint.as_ref().is_some_and(|waypoint| {
+        state
+            .gateway_workloads(waypoint)
+            .iter()
+            .any(|w| w.identity == *identity)
+    })
 }

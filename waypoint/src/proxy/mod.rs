@@ -39,6 +39,7 @@ mod access_log;
 mod attempts;
 mod body;
 mod inbound;
+pub(crate) use inbound::serves;
 mod load;
 mod mirror;
 mod request;
