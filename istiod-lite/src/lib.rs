@@ -13,11 +13,14 @@
 //! - `ca`: the `IstioCertificateService` with authentication and node authorization.
 //! - `waypoints`: on Kubernetes, each waypoint Gateway's ServiceAccount,
 //!   Deployment and Service (pure objects, and the reconcile loop that applies them).
+//! - `root_cert`: on Kubernetes, the mesh root as the ConfigMap
+//!   `istio-ca-root-cert` in every namespace (pure object, and its reconcile loop).
 
 pub mod ca;
 
 pub mod model;
 pub mod pipeline;
+pub mod root_cert;
 pub mod server;
 pub mod sources;
 pub mod translate;

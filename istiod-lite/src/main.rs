@@ -14,6 +14,9 @@
 //! `istio-waypoint`, a ServiceAccount, Deployment and Service
 //! (`--deploy-waypoints`, on by default; `--waypoint-*` set what goes into
 //! them). With the file source, `meshctl waypoint apply` does that job.
+//! It also publishes the mesh root as the ConfigMap `istio-ca-root-cert` in
+//! every namespace, as istiod does (`--publish-root-cert`, on by default):
+//! the waypoints it deploys mount it.
 //!
 //! Logging follows `RUST_LOG` (default `info`).
 
@@ -24,10 +27,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use futures_util::future::OptionFuture;
 use istiod_lite::ca::{
     CaConfig, DEFAULT_AUDIENCE, DEFAULT_NODE_ACCOUNT, ServiceAccountName, TokenReviewConfig,
 };
 use istiod_lite::pipeline::PipelineConfig;
+use istiod_lite::root_cert::RootCertController;
 use istiod_lite::server::{CaAuth, Server, ServerConfig};
 use istiod_lite::sources::file::{self, FileSource};
 use istiod_lite::sources::kubernetes::KubeSource;
@@ -124,6 +129,17 @@ struct Args {
         action = clap::ArgAction::Set
     )]
     deploy_waypoints: bool,
+    /// Kubernetes mode: publish the mesh root as the ConfigMap
+    /// istio-ca-root-cert (key root-cert.pem) in every namespace, as istiod
+    /// does. Turn off only when another tool publishes that ConfigMap
+    /// (cert-manager's istio-csr can): two writers would fight over it.
+    #[arg(
+        long,
+        env = "ISTIOD_LITE_PUBLISH_ROOT_CERT",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    publish_root_cert: bool,
     /// The image of the waypoints istiod-lite deploys.
     #[arg(
         long,
@@ -153,8 +169,13 @@ struct Args {
 /// The config source, with what it needs.
 enum Source {
     Files(FileSource),
-    /// With the settings of the waypoints to deploy, unless turned off.
-    Kubernetes(TokenReviewConfig, Option<WaypointSettings>),
+    Kubernetes {
+        review: TokenReviewConfig,
+        /// The settings of the waypoints to deploy, unless turned off.
+        waypoints: Option<WaypointSettings>,
+        /// Whether to publish `istio-ca-root-cert` in every namespace.
+        publish_root_cert: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -206,16 +227,23 @@ fn run(args: Args) -> anyhow::Result<()> {
 async fn serve(config: ServerConfig, source: Source) -> anyhow::Result<()> {
     match source {
         Source::Files(files) => {
-            Server::run(config, move |events| async move {
-                if let Err(error) = files.run(events).await {
-                    // The server keeps serving the last pushed config; the
-                    // operator sees this and /ready or /debug.
-                    error!(%error, "the file config source stopped; changes are no longer picked up");
+            Server::run(config, move |server| {
+                let events = server.source_events();
+                async move {
+                    if let Err(error) = files.run(events).await {
+                        // The server keeps serving the last pushed config; the
+                        // operator sees this and /ready or /debug.
+                        error!(%error, "the file config source stopped; changes are no longer picked up");
+                    }
                 }
             })
             .await?;
         }
-        Source::Kubernetes(review, waypoints) => {
+        Source::Kubernetes {
+            review,
+            waypoints,
+            publish_root_cert,
+        } => {
             // One client for the watchers and the CA's TokenReviews.
             let client = kube::Client::try_default().await.context(
                 "cannot build a Kubernetes client: in a pod, check that the service account \
@@ -228,14 +256,19 @@ async fn serve(config: ServerConfig, source: Source) -> anyhow::Result<()> {
             };
             let waypoints =
                 waypoints.map(|settings| WaypointController::new(client.clone(), settings));
-            Server::run(ServerConfig { auth, ..config }, move |events| async move {
-                let source = KubeSource::new(client).run(events);
-                match waypoints {
-                    Some(waypoints) => {
-                        // Both run until the process ends.
-                        futures_util::future::join(source, waypoints.run()).await;
-                    }
-                    None => source.await,
+            Server::run(ServerConfig { auth, ..config }, move |server| {
+                let events = server.source_events();
+                // The root is the one the server just opened and wrote.
+                let root_cert = publish_root_cert
+                    .then(|| RootCertController::new(client.clone(), server.roots_pem()));
+                async move {
+                    // All of them run until the process ends.
+                    futures_util::future::join3(
+                        KubeSource::new(client).run(events),
+                        OptionFuture::from(waypoints.map(WaypointController::run)),
+                        OptionFuture::from(root_cert.map(RootCertController::run)),
+                    )
+                    .await;
                 }
             })
             .await?;
@@ -274,10 +307,11 @@ fn source(args: &Args) -> anyhow::Result<Source> {
              config comes from the API server; remove --config-dir (or ISTIOD_LITE_CONFIG_DIR)",
             dir.display()
         ),
-        (SourceKind::Kubernetes, None) => Ok(Source::Kubernetes(
-            token_review_config(args)?,
-            waypoint_settings(args)?,
-        )),
+        (SourceKind::Kubernetes, None) => Ok(Source::Kubernetes {
+            review: token_review_config(args)?,
+            waypoints: waypoint_settings(args)?,
+            publish_root_cert: args.publish_root_cert,
+        }),
     }
 }
 
@@ -372,6 +406,28 @@ mod tests {
     fn the_flag_turns_waypoint_deployment_off() {
         let settings = waypoint_settings(&args(&["--deploy-waypoints", "false"])).unwrap();
         assert_eq!(settings, None);
+    }
+
+    #[test]
+    fn the_root_is_published_by_default_and_the_flag_turns_it_off() {
+        let Source::Kubernetes {
+            publish_root_cert, ..
+        } = source(&args(&[])).unwrap()
+        else {
+            panic!("--source kubernetes");
+        };
+        assert!(publish_root_cert);
+        let Source::Kubernetes {
+            publish_root_cert,
+            waypoints,
+            ..
+        } = source(&args(&["--publish-root-cert", "false"])).unwrap()
+        else {
+            panic!("--source kubernetes");
+        };
+        assert!(!publish_root_cert);
+        // Independent of waypoint deployment.
+        assert!(waypoints.is_some());
     }
 
     #[test]

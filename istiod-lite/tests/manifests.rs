@@ -8,7 +8,8 @@
 //!   the CA need: `list` and `watch` on every kind the source reads, `create`
 //!   on TokenReviews. A kind added to the source without its RBAC fails here
 //!   instead of in a cluster. Its only writes beyond that are the waypoint
-//!   controller's, which `tests/manifests_waypoints.rs` checks.
+//!   controller's and the root certificate controller's, which
+//!   `tests/manifests_waypoints.rs` checks.
 //!
 //! Neither file is applied to an API server here (none can run on these
 //! machines); this checks their content, not a cluster's reaction to them.
@@ -130,19 +131,27 @@ fn the_cluster_role_covers_every_watched_kind_and_token_reviews() {
         "create"
     ));
     // Least privilege: the control plane reads config; it writes nothing
-    // but TokenReviews (which store nothing) and the waypoints it deploys.
+    // but TokenReviews (which store nothing), the waypoints it deploys and
+    // the root certificate ConfigMaps it publishes.
     for rule in &rules {
         let resources = rule.resources.as_deref().unwrap_or_default();
         let only = |allowed: &[&str]| resources.iter().all(|r| allowed.contains(&r.as_str()));
         for verb in &rule.verbs {
             let allowed = match verb.as_str() {
                 "get" | "list" | "watch" => true,
-                "create" => only(&["tokenreviews", "serviceaccounts", "services", "deployments"]),
+                "create" => only(&[
+                    "tokenreviews",
+                    "serviceaccounts",
+                    "services",
+                    "deployments",
+                    "configmaps",
+                ]),
                 "patch" => only(&[
                     "serviceaccounts",
                     "services",
                     "deployments",
                     "gateways/status",
+                    "configmaps",
                 ]),
                 _ => false,
             };

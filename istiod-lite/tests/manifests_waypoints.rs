@@ -1,8 +1,9 @@
 //! The manifests that deploy waypoints agree with the code: every document
 //! of `manifests/*.yaml` parses into its typed Kubernetes object; the
-//! ClusterRole grants the waypoint controller exactly the writes it makes;
-//! istiod-lite's Deployment sets only variables istiod-lite reads; and the
-//! tracing endpoint it hands to waypoints is a port Jaeger listens on.
+//! ClusterRole grants the waypoint and root certificate controllers exactly
+//! the writes they make; istiod-lite's Deployment sets only variables
+//! istiod-lite reads; and the tracing endpoint it hands to waypoints is a
+//! port Jaeger listens on.
 //!
 //! No API server runs on these machines, so this checks the files' content
 //! (typed, as an API server would decode them), not a cluster's reaction.
@@ -220,6 +221,38 @@ fn the_waypoint_controller_may_not_delete_or_rewrite_gateways() {
         "patch"
     ));
     assert!(!grants(&rules, "", "secrets", "get"));
+}
+
+#[test]
+fn the_root_cert_controller_may_apply_and_watch_its_config_maps_only() {
+    let rules = istiod_rules();
+    // The Namespaces it reconciles, and the ConfigMaps it applies.
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            grants(&rules, "", "namespaces", verb),
+            "the ClusterRole lacks {verb} on namespaces"
+        );
+    }
+    for verb in ["get", "list", "watch", "create", "patch"] {
+        assert!(
+            grants(&rules, "", "configmaps", verb),
+            "the ClusterRole lacks {verb} on configmaps"
+        );
+    }
+    // Server-side apply needs no update, and the ConfigMap goes with its
+    // namespace: no delete, and nothing written to namespaces.
+    for verb in ["update", "delete", "deletecollection"] {
+        assert!(
+            !grants(&rules, "", "configmaps", verb),
+            "the ClusterRole grants {verb} on configmaps"
+        );
+    }
+    for verb in ["create", "patch", "update", "delete"] {
+        assert!(
+            !grants(&rules, "", "namespaces", verb),
+            "the ClusterRole grants {verb} on namespaces"
+        );
+    }
 }
 
 #[test]

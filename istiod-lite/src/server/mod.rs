@@ -165,6 +165,9 @@ pub struct Server {
     /// The pipeline's end, until `serve` starts it.
     events_rx: mpsc::Receiver<SourceEvent>,
     root_cert: PathBuf,
+    /// What `root_cert` holds: the mesh root(s), PEM. Fixed for the life of
+    /// the process (the CA is opened once).
+    roots_pem: Arc<str>,
     /// The bootstrap tokens in file mode; `None` in Kubernetes mode.
     tokens: Option<Arc<NodeTokens>>,
     state_dir: PathBuf,
@@ -224,7 +227,8 @@ impl Server {
             config.plugin_ca_dir.as_deref(),
         )?;
         let root_cert = config.state_dir.join(ROOT_CERT_FILE);
-        write_root(&root_cert, &ca_store.roots_pem().concat())?;
+        let roots_pem: Arc<str> = ca_store.roots_pem().concat().into();
+        write_root(&root_cert, &roots_pem)?;
         let (chain, key) = ca_store
             .ca()
             .issue_server_cert(SERVING_NAMES, SERVING_CERT_TTL)
@@ -281,6 +285,7 @@ impl Server {
             events,
             events_rx,
             root_cert,
+            roots_pem,
             tokens,
             state_dir: config.state_dir,
         })
@@ -299,6 +304,12 @@ impl Server {
     /// Where the mesh root was written for clients.
     pub fn root_cert_path(&self) -> &Path {
         &self.root_cert
+    }
+
+    /// The mesh root(s), PEM, as written to [`Server::root_cert_path`]; on
+    /// Kubernetes, published in every namespace (`root_cert`).
+    pub fn roots_pem(&self) -> Arc<str> {
+        self.roots_pem.clone()
     }
 
     /// Where a node's bootstrap token is (or will be) kept. In Kubernetes
@@ -390,11 +401,12 @@ impl Server {
         result
     }
 
-    /// Binds, starts the config source with the event channel, and serves
-    /// until SIGTERM or ctrl-c.
+    /// Binds, starts the config source (and whatever else runs beside the
+    /// server: `source` gets the bound server, to take the event channel
+    /// and the root from), and serves until SIGTERM or ctrl-c.
     pub async fn run<F, Fut>(config: ServerConfig, source: F) -> Result<(), ServerError>
     where
-        F: FnOnce(mpsc::Sender<SourceEvent>) -> Fut,
+        F: FnOnce(&Server) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let server = Server::bind(config).await?;
@@ -404,7 +416,7 @@ impl Server {
             root_cert = %server.root_cert_path().display(),
             "istiod-lite bound"
         );
-        tokio::spawn(source(server.source_events()));
+        tokio::spawn(source(&server));
         let signal = shutdown_signal()?;
         server.serve(signal).await
     }

@@ -33,15 +33,14 @@ use super::{
     MANAGED_VALUE, MESH_LISTENER, METRICS_PORT, STATUS_PORT, WaypointSettings,
 };
 use crate::model::{DATAPLANE_MODE_LABEL, Gateway, WAYPOINT_GATEWAY_CLASS};
+// The mesh root, which `root_cert` publishes in every namespace.
+use crate::root_cert::{ROOT_CERT_CONFIG_MAP, ROOT_CERT_KEY};
 
 /// Where the mesh root is mounted (Istio's path; the waypoint's
 /// `XDS_ROOT_CA`).
 const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
 /// Where the projected service-account token is mounted (`AUTH_TOKEN`).
 const TOKEN_DIR: &str = "/var/run/secrets/tokens";
-/// The ConfigMap Istio distributes the mesh root in, in every namespace.
-/// istiod-lite does not create it yet: docs/control-plane.md says how.
-const ROOT_CERT_CONFIG_MAP: &str = "istio-ca-root-cert";
 /// How long the projected token lives; the kubelet rotates it at 80 %.
 const TOKEN_EXPIRATION_SECONDS: i64 = 43_200;
 /// The uid and gid the waypoint runs as (Istio's proxy user).
@@ -404,7 +403,7 @@ fn environment(name: &str, settings: &WaypointSettings) -> Vec<EnvVar> {
     let mut env = vec![
         value("XDS_ADDRESS", &settings.xds_address),
         value("CA_ADDRESS", &settings.xds_address),
-        value("XDS_ROOT_CA", &format!("{ROOT_CERT_DIR}/root-cert.pem")),
+        value("XDS_ROOT_CA", &format!("{ROOT_CERT_DIR}/{ROOT_CERT_KEY}")),
         value("AUTH_TOKEN", &format!("{TOKEN_DIR}/istio-token")),
         value("TRUST_DOMAIN", &settings.trust_domain),
         value("CLUSTER_ID", &settings.cluster_id),
