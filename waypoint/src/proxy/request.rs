@@ -1,14 +1,16 @@
 //! One HTTP request through the waypoint, phase by phase (see the module
 //! doc of `proxy`). Every decision is a pure function of the config
 //! snapshot and the request (`route`, `filter`, `authz`); this module
-//! strings them together and answers when one says no.
+//! strings them together and answers when one says no (`local_reply`:
+//! plain HTTP, or a trailers-only gRPC status for a gRPC request).
+
+mod local_reply;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{HOST, LOCATION};
+use http::header::HOST;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -16,6 +18,7 @@ use identity::Identity;
 use tracing::{debug, info};
 use workload::{Service, State, Workload};
 
+use self::local_reply::{LocalReply, ReplyForm, local};
 use super::Inner;
 use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
 use super::attempts::{Exchange, Outcome, Replay, rebuild};
@@ -66,16 +69,6 @@ struct Deferred {
     mirrors: Vec<RequestMirror>,
 }
 
-/// An answer the waypoint gives itself instead of forwarding.
-struct LocalReply {
-    status: StatusCode,
-    body: &'static str,
-    reason: String,
-    location: Option<HeaderValue>,
-    /// Envoy's response flag for it (`-` unless an upstream is to blame).
-    flag: ResponseFlag,
-}
-
 // === impl Inner ===
 
 impl Inner {
@@ -91,19 +84,21 @@ impl Inner {
             &downstream.service,
             downstream.port,
         );
+        // Before any filter edits the headers: the client's own.
+        let form = ReplyForm::of(&parts.headers);
         let normalized = normalize_request_path(&mut parts);
         let mut log = RequestLog::new(downstream, &parts, self.metrics.clone());
         log.trace = trace;
         if let Err(reply) = normalized {
-            return local(reply, log);
+            return local(reply, form, log);
         }
         let config = self.config.snapshot();
         let state = self.mesh.snapshot();
         if let Err(reply) = authorize(downstream, &config, &parts) {
-            return local(reply, log);
+            return local(reply, form, log);
         }
         if let Err(reply) = inject_fault(downstream, &config, &parts, &mut log).await {
-            return local(reply, log);
+            return local(reply, form, log);
         }
         let mut deferred = Deferred::default();
         let prepared = self.prepare(
@@ -121,7 +116,7 @@ impl Inner {
             retry,
         } = match prepared {
             Ok(target) => target,
-            Err(reply) => return local(reply, log),
+            Err(reply) => return local(reply, form, log),
         };
         log.backend = Some(service.clone());
         prepare_upstream_head(&mut parts, &service, port);
@@ -143,7 +138,7 @@ impl Inner {
                         "request body failed\n",
                         format!("reading the request body failed: {error}"),
                     );
-                    return local(reply, log);
+                    return local(reply, form, log);
                 }
                 // Kept, so replayable whatever the method (see
                 // `retry::is_replayable`).
@@ -179,7 +174,14 @@ impl Inner {
                 }
             },
         };
-        respond(exchange, &service, port, deferred.response_filters, log)
+        respond(
+            exchange,
+            &service,
+            port,
+            deferred.response_filters,
+            form,
+            log,
+        )
     }
 
     /// Phases 3 and 4: route, filters, backend (authorization and faults
@@ -274,13 +276,14 @@ impl Inner {
 }
 
 /// The client's answer from the last attempt: the upstream's response
-/// with the response filters, or the waypoint's own 503 or 504. `URX`
-/// marks an answer whose retries ran out.
+/// with the response filters, or the waypoint's own 503 or 504 (in
+/// `form`). `URX` marks an answer whose retries ran out.
 fn respond(
     exchange: Exchange,
     service: &Service,
     port: u16,
     response_filters: Vec<HeaderModifier>,
+    form: ReplyForm,
     mut log: RequestLog,
 ) -> Response<ResponseBody> {
     log.attempts = exchange.attempts;
@@ -313,7 +316,7 @@ fn respond(
                 error.to_string(),
             )
             .flagged(exhausted.unwrap_or(error.response_flag()));
-            local(reply, log)
+            local(reply, form, log)
         }
         Outcome::TimedOut(deadline) => {
             let reply = LocalReply::new(
@@ -322,7 +325,7 @@ fn respond(
                 format!("no response within {deadline:?} (the route's timeouts)"),
             )
             .flagged(ResponseFlag::UpstreamTimeout);
-            local(reply, log)
+            local(reply, form, log)
         }
         Outcome::Overflow => {
             let reply = LocalReply::new(
@@ -334,7 +337,7 @@ fn respond(
                 ),
             )
             .flagged(ResponseFlag::UpstreamOverflow);
-            local(reply, log)
+            local(reply, form, log)
         }
         Outcome::NoEndpoint => {
             let reply = LocalReply::new(
@@ -343,7 +346,7 @@ fn respond(
                 format!("no healthy endpoint of {}:{port}", service.hostname),
             )
             .flagged(ResponseFlag::NoHealthyUpstream);
-            local(reply, log)
+            local(reply, form, log)
         }
     }
 }
@@ -556,42 +559,5 @@ fn prepare_upstream_head(parts: &mut http::request::Parts, service: &Service, po
         }
         parts.uri = Uri::from(path);
         parts.version = Version::HTTP_11;
-    }
-}
-
-fn local(reply: LocalReply, mut log: RequestLog) -> Response<ResponseBody> {
-    log.status = Some(reply.status);
-    log.reason = Some(reply.reason);
-    log.flag = reply.flag;
-    let mut response = Response::new(Logged::local(
-        Bytes::from_static(reply.body.as_bytes()),
-        log,
-    ));
-    *response.status_mut() = reply.status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
-    if let Some(location) = reply.location {
-        response.headers_mut().insert(LOCATION, location);
-    }
-    response
-}
-
-// === impl LocalReply ===
-
-impl LocalReply {
-    fn new(status: StatusCode, body: &'static str, reason: String) -> Self {
-        LocalReply {
-            status,
-            body,
-            reason,
-            location: None,
-            flag: ResponseFlag::None,
-        }
-    }
-
-    fn flagged(self, flag: ResponseFlag) -> Self {
-        LocalReply { flag, ..self }
     }
 }
