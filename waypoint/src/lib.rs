@@ -62,6 +62,7 @@ pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod balance;
+pub mod breaker;
 pub mod config;
 pub mod fault;
 pub mod filter;

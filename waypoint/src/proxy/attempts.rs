@@ -38,7 +38,8 @@ pub(super) enum Outcome {
     TimedOut(Duration),
     /// No healthy endpoint to send to (only before the first attempt).
     NoEndpoint,
-    /// The service's `DestinationRule` request limit is reached.
+    /// The service's `DestinationRule` request limit is reached, or its
+    /// requests waiting for a connection are as many as it allows.
     Overflow,
 }
 
@@ -183,7 +184,8 @@ impl Inner {
     }
 
     /// One attempt, cancelled at `deadline`: dropping the attempt resets
-    /// its stream, or closes its connection. `of` is the service, port and
+    /// its stream, or closes its connection, or takes it out of the line
+    /// of requests waiting for a connection. `of` is the service, port and
     /// attempt number (1 first) the attempt's client span records, when
     /// the request is traced.
     async fn send(
@@ -226,7 +228,12 @@ impl Inner {
             };
             span.finish(of.0, of.1, (&endpoint.workload, endpoint.addr), end);
         }
-        outcome
+        match outcome {
+            // A full connection pool is the service's limit, as its
+            // request limit is: 503 `UO`, and no retry (as Envoy).
+            Outcome::Failed(UpstreamError::Overflow { .. }) => Outcome::Overflow,
+            outcome => outcome,
+        }
     }
 }
 

@@ -42,6 +42,7 @@ mod inbound;
 pub(crate) use inbound::serves;
 mod load;
 mod mirror;
+mod pool;
 mod request;
 mod sniff;
 mod upstream;

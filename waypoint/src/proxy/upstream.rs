@@ -1,6 +1,6 @@
 //! The upstream side: which endpoint gets a request (by the service's
 //! `DestinationRule` policy, see `load`), and the HTTP connections to
-//! endpoints, reused across requests.
+//! endpoints, reused across requests (see `pool`).
 //!
 //! An endpoint that speaks HBONE is reached through a tunnel to its
 //! ztunnel (`<endpoint-ip>:15008`, `:authority` `<endpoint-ip>:<port>`),
@@ -8,27 +8,21 @@
 //! identity; any other endpoint over plain TCP. On that stream the
 //! waypoint speaks the request's own HTTP version (HTTP/2 stays HTTP/2, so
 //! gRPC trailers survive), and keeps the connection for the next request:
-//! HTTP/1 connections one request at a time, HTTP/2 ones shared.
-//!
-//! Connections are keyed by endpoint address, transport, version and the
-//! identity they were checked against, so that a connection proved to
-//! reach identity A never carries a request meant for B.
+//! HTTP/1 connections one request at a time, HTTP/2 ones shared, within
+//! the service's `connectionPool` limits.
 //!
 //! [`Upstreams::send`] is one attempt; retries and timeouts wrap it (see
-//! `attempts`).
+//! `attempts`), and so bound its wait for a connection too.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use hbone::Connector as _;
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use identity::Identity;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tracing::debug;
@@ -37,7 +31,8 @@ use workload::{Service, TunnelProtocol, Workload};
 use super::CertFuture;
 pub(crate) use super::body::UpstreamBody;
 use super::load::{InFlight, Loads, Refusal};
-use crate::balance::BackendPolicy;
+use super::pool::{Checkout, ConnectionKey, ConnectionPool, Http1Connection, Lease, Slot};
+use crate::balance::{BackendPolicy, Limits};
 use crate::metrics::ResponseFlag;
 
 /// One endpoint chosen for a request.
@@ -46,6 +41,12 @@ pub(crate) struct Endpoint {
     pub(crate) workload: Arc<Workload>,
     /// `<endpoint-ip>:<target-port>`.
     pub(crate) addr: SocketAddr,
+    /// The service it was chosen for: whose connections (and limits on
+    /// them) its requests use.
+    pub(crate) service: Arc<str>,
+    /// That service's `connectionPool` limits, as the policy of the
+    /// choice said.
+    pub(crate) limits: Limits,
 }
 
 /// Why an attempt got no response.
@@ -75,35 +76,29 @@ pub(crate) enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+    #[error(
+        "no connection to {service} is free and {waiting} requests wait for one already: \
+         raise the DestinationRule's `connectionPool.tcp.maxConnections` or \
+         `http.http1MaxPendingRequests` if the service can take more"
+    )]
+    Overflow { service: Arc<str>, waiting: u32 },
 }
 
 // === impl UpstreamError ===
 
 impl UpstreamError {
-    /// Envoy's flag for it: the connection never came up (`UF`), or it
-    /// broke under the request (`UC`).
+    /// Envoy's flag for it: the connection never came up (`UF`), it
+    /// broke under the request (`UC`), or the connection pool was full
+    /// (`UO`).
     pub(crate) fn response_flag(&self) -> ResponseFlag {
         match self {
             UpstreamError::Certificate { .. }
             | UpstreamError::Hbone { .. }
             | UpstreamError::Connect { .. } => ResponseFlag::UpstreamConnectFailure,
             UpstreamError::Http { .. } => ResponseFlag::UpstreamConnectionTermination,
+            UpstreamError::Overflow { .. } => ResponseFlag::UpstreamOverflow,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ConnectionKey {
-    addr: SocketAddr,
-    /// `Some` when tunnelled: the identity the tunnel checked.
-    hbone_identity: Option<Identity>,
-    http2: bool,
-}
-
-#[derive(Debug)]
-enum Sender {
-    Http1(http1::SendRequest<UpstreamBody>),
-    Http2(http2::SendRequest<UpstreamBody>),
 }
 
 /// Upstream HTTP connections, shared by every request of the waypoint.
@@ -112,7 +107,9 @@ pub(crate) struct Upstreams {
     hbone: hbone::Pool,
     /// Opens plain TCP to endpoints (the HBONE pool has the same one).
     connector: SourceConnector,
-    idle: Mutex<HashMap<ConnectionKey, Vec<Sender>>>,
+    /// Connections kept for the next request, per service, within its
+    /// limits.
+    pool: Arc<ConnectionPool>,
     /// Requests in flight, round-robin positions and outlier state, per
     /// service.
     loads: Arc<Loads>,
@@ -125,7 +122,7 @@ impl Upstreams {
         Upstreams {
             hbone,
             connector,
-            idle: Mutex::default(),
+            pool: Arc::default(),
             loads: Arc::default(),
         }
     }
@@ -169,6 +166,8 @@ impl Upstreams {
                 Some(Endpoint {
                     workload: w.clone(),
                     addr: SocketAddr::new(ip, target),
+                    service: service.hostname.clone(),
+                    limits: policy.limits,
                 })
             })
             .collect();
@@ -232,8 +231,10 @@ impl Upstreams {
     }
 
     /// One attempt: sends `request` to `endpoint` on a pooled connection
-    /// that is free, or on a new one, and returns the response head with
-    /// its body still streaming. `cert` is awaited only to open a tunnel.
+    /// of its service that is free, or on a new one, waiting for either
+    /// when the service's limits say so, and returns the response head
+    /// with its body still streaming. `cert` is awaited only to open a
+    /// tunnel. `Overflow` when the line of waiting requests is full.
     pub(crate) async fn send(
         &self,
         endpoint: &Endpoint,
@@ -248,102 +249,120 @@ impl Upstreams {
                 .then(|| endpoint.workload.identity.clone()),
             http2: request.version() == Version::HTTP_2,
         };
-        let request = match self.send_pooled(&key, request) {
-            Pooled::Sent(response) => return response.await.map_err(http),
-            Pooled::NoneFree(request) => *request,
+        let overflow = |waiting| UpstreamError::Overflow {
+            service: endpoint.service.clone(),
+            waiting,
         };
-        let io = TokioIo::new(self.connect(endpoint, cert).await?);
-        let mut sender = if key.http2 {
-            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+        let lease = match self
+            .pool
+            .checkout(&endpoint.service, &key, &endpoint.limits)
+        {
+            Checkout::Ready(lease) => lease,
+            Checkout::Wait(waiting) => {
+                debug!(
+                    upstream.addr = %addr,
+                    dst.service = %endpoint.service,
+                    "waiting for a free upstream connection"
+                );
+                // `None` cannot happen (see `Waiting::lease`); were it to,
+                // the request was refused a connection all the same.
+                waiting.lease().await.ok_or_else(|| overflow(0))?
+            }
+            Checkout::Overflow { waiting } => return Err(overflow(waiting)),
+        };
+        match lease {
+            Lease::Http1(connection) => self
+                .send_http1(connection, &endpoint.limits, request)
                 .await
-                .map_err(http)?;
-            tokio::spawn(drive(connection, addr));
-            Sender::Http2(sender)
+                .map_err(http),
+            Lease::Http2(mut sender) => sender.send_request(request).await.map_err(http),
+            Lease::Open(slot) => self.open_and_send(endpoint, slot, cert, request).await,
+        }
+    }
+
+    /// Opens a connection counted by `slot` and sends `request` on it;
+    /// the connection goes to the pool for the requests after it.
+    async fn open_and_send(
+        &self,
+        endpoint: &Endpoint,
+        slot: Slot,
+        cert: CertFuture<'_>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let addr = endpoint.addr;
+        let http = |source| UpstreamError::Http { addr, source };
+        let key = slot.key().clone();
+        let io = TokioIo::new(self.connect(endpoint, cert).await?);
+        debug!(upstream.addr = %addr, http2 = key.endpoint.http2, "new upstream connection");
+        if key.endpoint.http2 {
+            let executor = CountedExecutor {
+                slot: Arc::new(slot),
+            };
+            let slot = executor.slot.clone();
+            let (sender, connection) = http2::handshake(executor, io).await.map_err(http)?;
+            tokio::spawn(drive(connection, addr, slot));
+            let mut sender = self.pool.add_http2(&key, sender, &endpoint.limits);
+            sender.send_request(request).await.map_err(http)
         } else {
             let (mut sender, connection) = http1::handshake(io).await.map_err(http)?;
-            tokio::spawn(drive(connection, addr));
+            tokio::spawn(drive(connection, addr, slot));
             sender.ready().await.map_err(http)?;
-            Sender::Http1(sender)
-        };
-        debug!(upstream.addr = %addr, http2 = key.http2, "new upstream connection");
-        let response = sender.send(request);
-        self.keep(key, sender);
-        response.await.map_err(http)
-    }
-
-    /// Sends on a pooled connection that is free, if there is one; else
-    /// hands the request back.
-    fn send_pooled(&self, key: &ConnectionKey, request: Request<UpstreamBody>) -> Pooled {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let free = idle.get_mut(key).and_then(|senders| {
-            senders.retain(|s| !s.is_closed());
-            senders.iter_mut().find(|s| s.is_ready())
-        });
-        match free {
-            Some(sender) => Pooled::Sent(sender.send(request)),
-            None => Pooled::NoneFree(Box::new(request)),
+            let connection = Http1Connection::new(sender, key);
+            self.send_http1(connection, &endpoint.limits, request)
+                .await
+                .map_err(http)
         }
     }
 
-    /// Pools a new connection, unless the key holds enough already: then
-    /// it carries this one request and closes.
-    fn keep(&self, key: ConnectionKey, sender: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        // Forget endpoints whose connections have all closed (gone or
-        // idle-closed by the peer), so the map follows live endpoints.
-        idle.retain(|_, senders| {
-            senders.retain(|s| !s.is_closed());
-            !senders.is_empty()
-        });
-        let senders = idle.entry(key).or_default();
-        if senders.len() < MAX_CONNECTIONS_PER_KEY {
-            senders.push(sender);
+    /// Sends on an HTTP/1 connection that is ready, and puts it back in
+    /// the pool for the next request, unless it has carried
+    /// `maxRequestsPerConnection` requests: then it is let go, and hyper
+    /// closes it when this response is done.
+    fn send_http1(
+        &self,
+        mut connection: Http1Connection,
+        limits: &Limits,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = hyper::Result<Response<Incoming>>> + use<> {
+        let (response, reusable) = connection.send(request, limits);
+        if reusable {
+            self.pool.put_back(connection);
         }
+        response
     }
 }
 
-/// Connections kept per endpoint (and version): bounds what a burst of
-/// HTTP/1 requests leaves behind.
-const MAX_CONNECTIONS_PER_KEY: usize = 64;
-
-/// What [`Upstreams::send_pooled`] did with a request.
-enum Pooled {
-    Sent(ResponseFuture),
-    /// Boxed: a request head is large, and this is the rarer case.
-    NoneFree(Box<Request<UpstreamBody>>),
-}
-
-type ResponseFuture = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;
-
-// === impl Sender ===
-
-impl Sender {
-    fn is_ready(&self) -> bool {
-        match self {
-            Sender::Http1(s) => s.is_ready(),
-            Sender::Http2(s) => s.is_ready(),
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            Sender::Http1(s) => s.is_closed(),
-            Sender::Http2(s) => s.is_closed(),
-        }
-    }
-
-    fn send(&mut self, request: Request<UpstreamBody>) -> ResponseFuture {
-        match self {
-            Sender::Http1(s) => Box::pin(s.send_request(request)),
-            Sender::Http2(s) => Box::pin(s.send_request(request)),
-        }
-    }
-}
-
-/// Runs one upstream connection to its end.
-async fn drive<F: Future<Output = hyper::Result<()>>>(connection: F, addr: SocketAddr) {
+/// Runs one upstream connection to its end; `slot` counts it until then.
+async fn drive<F, S>(connection: F, addr: SocketAddr, slot: S)
+where
+    F: Future<Output = hyper::Result<()>>,
+{
     if let Err(error) = connection.await {
         debug!(upstream.addr = %addr, %error, "upstream connection ended with an error");
+    }
+    drop(slot);
+}
+
+/// Runs the tasks of an HTTP/2 connection (hyper drives the connection
+/// and each request body on tasks of their own) holding the connection's
+/// slot, so that it is counted until the last of them has ended, not only
+/// until the pool lets go of its sender.
+#[derive(Debug, Clone)]
+struct CountedExecutor {
+    slot: Arc<Slot>,
+}
+
+impl<F> hyper::rt::Executor<F> for CountedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let slot = self.slot.clone();
+        tokio::spawn(async move {
+            future.await;
+            drop(slot);
+        });
     }
 }
 

@@ -1,0 +1,283 @@
+use super::*;
+
+fn key() -> ConnectionKey {
+    ConnectionKey {
+        addr: SocketAddr::from(([10, 0, 0, 1], 8080)),
+        hbone_identity: None,
+        http2: false,
+    }
+}
+
+fn other_key() -> ConnectionKey {
+    ConnectionKey {
+        addr: SocketAddr::from(([10, 0, 0, 2], 8080)),
+        ..key()
+    }
+}
+
+fn limits(connections: u32, pending: u32) -> Limits {
+    Limits {
+        max_connections: Some(connections),
+        max_pending_requests: Some(pending),
+        ..Limits::default()
+    }
+}
+
+fn service() -> Arc<str> {
+    "b.ns.svc.cluster.local".into()
+}
+
+fn opened(checkout: Checkout) -> Slot {
+    match checkout {
+        Checkout::Ready(Lease::Open(slot)) => slot,
+        other => panic!("expected room to open a connection, got {other:?}"),
+    }
+}
+
+fn waiting(checkout: Checkout) -> Waiting {
+    match checkout {
+        Checkout::Wait(waiting) => waiting,
+        other => panic!("expected a place in line, got {other:?}"),
+    }
+}
+
+#[test]
+fn at_the_limit_one_request_waits_and_the_next_overflows() {
+    let pool = Arc::new(ConnectionPool::default());
+    let limits = limits(1, 1);
+    let _slot = opened(pool.checkout(&service(), &key(), &limits));
+    let _in_line = waiting(pool.checkout(&service(), &key(), &limits));
+    match pool.checkout(&service(), &key(), &limits) {
+        Checkout::Overflow { waiting } => assert_eq!(waiting, 1),
+        other => panic!("expected overflow, got {other:?}"),
+    }
+    let counts = pool.counts(&service(), &key());
+    assert_eq!((counts.service, counts.endpoint, counts.waiting), (1, 1, 1));
+}
+
+#[test]
+fn a_cancelled_waiter_leaves_the_line() {
+    let pool = Arc::new(ConnectionPool::default());
+    let limits = limits(1, 1);
+    let _slot = opened(pool.checkout(&service(), &key(), &limits));
+    drop(waiting(pool.checkout(&service(), &key(), &limits)));
+    assert_eq!(pool.counts(&service(), &key()).waiting, 0);
+    // Its place is free for the next one.
+    let _in_line = waiting(pool.checkout(&service(), &key(), &limits));
+}
+
+#[tokio::test]
+async fn a_closed_connection_makes_room_for_the_first_waiter() {
+    let pool = Arc::new(ConnectionPool::default());
+    let limits = limits(1, 2);
+    let slot = opened(pool.checkout(&service(), &key(), &limits));
+    let first = waiting(pool.checkout(&service(), &key(), &limits));
+    let second = waiting(pool.checkout(&service(), &key(), &limits));
+    drop(slot);
+    // Counted for the first waiter already: nobody else may open.
+    let counts = pool.counts(&service(), &key());
+    assert_eq!((counts.service, counts.waiting), (1, 1));
+    let Some(Lease::Open(granted)) = first.lease().await else {
+        panic!("the first waiter gets the room");
+    };
+    drop(granted);
+    assert!(matches!(second.lease().await, Some(Lease::Open(_))));
+    assert_eq!(pool.counts(&service(), &key()), ConnectionCounts::default());
+    assert!(pool.lock().is_empty(), "the pool forgets unused services");
+}
+
+#[tokio::test]
+async fn room_granted_to_a_waiter_that_gives_up_goes_to_the_next() {
+    let pool = Arc::new(ConnectionPool::default());
+    let limits = limits(1, 2);
+    let slot = opened(pool.checkout(&service(), &key(), &limits));
+    let first = waiting(pool.checkout(&service(), &key(), &limits));
+    let second = waiting(pool.checkout(&service(), &key(), &limits));
+    drop(slot);
+    // The first was given the room, but is cancelled before it looks.
+    drop(first);
+    assert!(matches!(second.lease().await, Some(Lease::Open(_))));
+}
+
+#[test]
+fn an_endpoint_without_connections_opens_one_over_the_service_limit() {
+    let pool = Arc::new(ConnectionPool::default());
+    let limits = limits(1, 1);
+    let _slot = opened(pool.checkout(&service(), &key(), &limits));
+    let _other = opened(pool.checkout(&service(), &other_key(), &limits));
+    assert_eq!(pool.counts(&service(), &key()).service, 2);
+}
+
+#[test]
+fn services_are_counted_apart() {
+    let pool = Arc::new(ConnectionPool::default());
+    let limits = limits(1, 1);
+    let _slot = opened(pool.checkout(&service(), &key(), &limits));
+    let elsewhere: Arc<str> = "c.ns.svc.cluster.local".into();
+    let _other = opened(pool.checkout(&elsewhere, &key(), &limits));
+}
+
+#[test]
+fn without_limits_nothing_waits() {
+    let pool = Arc::new(ConnectionPool::default());
+    let none = Limits::default();
+    let slots: Vec<Slot> = (0..10)
+        .map(|_| opened(pool.checkout(&service(), &key(), &none)))
+        .collect();
+    assert_eq!(pool.counts(&service(), &key()).service, 10);
+    drop(slots);
+    assert_eq!(pool.counts(&service(), &key()), ConnectionCounts::default());
+}
+
+/// Real hyper connections on in-memory pipes, to a server answering `ok`.
+mod connections {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::super::super::body::KeptBody;
+    use super::*;
+
+    fn server(io: tokio::io::DuplexStream, http2: bool) {
+        let service = service_fn(|_: http::Request<hyper::body::Incoming>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        tokio::spawn(async move {
+            let io = TokioIo::new(io);
+            if http2 {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            }
+        });
+    }
+
+    /// A connection opened under `slot`, driven by a task that holds the
+    /// slot, as `upstream` does.
+    async fn http1_connection(slot: Slot) -> Http1Connection {
+        let (client, server_side) = tokio::io::duplex(4096);
+        server(server_side, false);
+        let (mut sender, connection) = http1::handshake(TokioIo::new(client)).await.unwrap();
+        let key = slot.key().clone();
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+        sender.ready().await.unwrap();
+        Http1Connection::new(sender, key)
+    }
+
+    fn request(http2: bool) -> http::Request<UpstreamBody> {
+        let mut request = http::Request::new(UpstreamBody::replay(&KeptBody::default()));
+        if http2 {
+            *request.version_mut() = http::Version::HTTP_2;
+            *request.uri_mut() = http::Uri::from_static("http://b/");
+        }
+        request
+    }
+
+    async fn read_to_end(response: hyper::Result<http::Response<hyper::body::Incoming>>) {
+        let body = response.unwrap().into_body().collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "ok");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_comes_free_goes_to_the_waiting_request() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = limits(1, 1);
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let mut connection = http1_connection(slot).await;
+        let (response, reusable) = connection.send(request(false), &limits);
+        assert!(reusable);
+        pool.put_back(connection);
+        // Busy: the next request waits for it.
+        let in_line = waiting(pool.checkout(&service(), &key(), &limits));
+        read_to_end(response.await).await;
+        let Some(Lease::Http1(mut connection)) = in_line.lease().await else {
+            panic!("the waiting request gets the connection");
+        };
+        assert_eq!(pool.counts(&service(), &key()).service, 1);
+        let (response, _) = connection.send(request(false), &limits);
+        read_to_end(response.await).await;
+    }
+
+    #[tokio::test]
+    async fn a_free_connection_is_checked_out_again_without_waiting() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = limits(1, 1);
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let mut connection = http1_connection(slot).await;
+        let (response, _) = connection.send(request(false), &limits);
+        pool.put_back(connection);
+        read_to_end(response.await).await;
+        // hyper marks it ready as it reads the end of the response: the
+        // next request takes it, whether its watcher has run or not.
+        assert!(matches!(
+            pool.checkout(&service(), &key(), &limits),
+            Checkout::Ready(Lease::Http1(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn at_its_last_request_a_connection_closes_and_makes_room() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = Limits {
+            max_requests_per_connection: Some(1),
+            ..limits(1, 1)
+        };
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let mut connection = http1_connection(slot).await;
+        let (response, reusable) = connection.send(request(false), &limits);
+        assert!(!reusable);
+        drop(connection);
+        let in_line = waiting(pool.checkout(&service(), &key(), &limits));
+        read_to_end(response.await).await;
+        // Closed once its response was done: room to open another.
+        assert!(matches!(in_line.lease().await, Some(Lease::Open(_))));
+    }
+
+    #[tokio::test]
+    async fn a_new_http2_connection_is_shared_with_the_requests_waiting_for_it() {
+        let pool = Arc::new(ConnectionPool::default());
+        let key = ConnectionKey {
+            http2: true,
+            ..key()
+        };
+        let limits = Limits {
+            max_requests_per_connection: Some(2),
+            ..limits(1, 5)
+        };
+        let slot = opened(pool.checkout(&service(), &key, &limits));
+        let first = waiting(pool.checkout(&service(), &key, &limits));
+        let second = waiting(pool.checkout(&service(), &key, &limits));
+        let (client, server_side) = tokio::io::duplex(4096);
+        server(server_side, true);
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+        let pool_key = slot.key().clone();
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+        let mut opener = pool.add_http2(&pool_key, sender, &limits);
+        // The opener's request and the first waiter's make two: the
+        // second waits for another connection.
+        let Some(Lease::Http2(mut shared)) = first.lease().await else {
+            panic!("the first waiting request shares the new connection");
+        };
+        assert_eq!(pool.counts(&service(), &key).waiting, 1);
+        read_to_end(opener.send_request(request(true)).await).await;
+        read_to_end(shared.send_request(request(true)).await).await;
+        drop((opener, shared));
+        // Nobody holds it any more: it closes, and its room goes on.
+        assert!(matches!(second.lease().await, Some(Lease::Open(_))));
+    }
+}
