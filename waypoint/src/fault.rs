@@ -80,6 +80,10 @@ pub struct Delay {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Abort {
     pub status: StatusCode,
+    /// Istio's `grpcStatus` (0 to 16): what a gRPC request is answered
+    /// with instead of the status mapped from `status` (which is then 200,
+    /// as Envoy aborts a gRPC fault).
+    pub grpc_status: Option<u16>,
     /// 0 to 100.
     pub percentage: f64,
 }
@@ -100,6 +104,9 @@ pub struct Injection {
     pub source: Arc<str>,
     pub delay: Option<Duration>,
     pub abort: Option<StatusCode>,
+    /// With `abort`: the `grpc-status` a gRPC request gets instead of the
+    /// one mapped from `abort`.
+    pub grpc_status: Option<u16>,
 }
 
 /// What of a request the matches read: the normalized path without the
@@ -140,15 +147,15 @@ impl ServiceFaults {
         let abort = fault
             .abort
             .as_ref()
-            .filter(|abort| rolls.abort < abort.percentage)
-            .map(|abort| abort.status);
+            .filter(|abort| rolls.abort < abort.percentage);
         if delay.is_none() && abort.is_none() {
             return None;
         }
         Some(Injection {
             source: rule.source.clone(),
             delay,
-            abort,
+            abort: abort.map(|abort| abort.status),
+            grpc_status: abort.and_then(|abort| abort.grpc_status),
         })
     }
 }

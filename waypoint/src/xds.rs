@@ -168,6 +168,7 @@ mod tests {
                     abort: Some(pb::FaultAbort {
                         http_status: status,
                         percentage: 100.0,
+                        grpc_status: None,
                     }),
                 }),
             }],

@@ -3,6 +3,7 @@
 //! `UNIMPLEMENTED` (12) and one L7 policy denies gets `PERMISSION_DENIED`
 //! (7), each with the reply's text as its message, as Envoy answers them,
 //! and the access log and metrics record `response_code` 200 with the gRPC
+//! status. A VirtualService abort with `grpcStatus` answers with that
 //! status. Requests that are not gRPC (HTTP/1.1, and gRPC-Web, whose
 //! clients need their own framing) still get the plain 404 and 403.
 
@@ -28,7 +29,8 @@ use tonic::transport::{Channel, Endpoint};
 use waypoint::route::ServiceKey;
 
 /// gRPC methods of `echo.Echo` routed to `echo`, nothing else;
-/// `echo.Echo/Admin...` denied. (The tests of this file run at once and
+/// `echo.Echo/Admin...` denied; `echo.Echo/Flaky...` aborted by a fault
+/// with Istio's `grpcStatus`. (The tests of this file run at once and
 /// share the access log: each calls its own paths.)
 const ROUTE_AND_POLICY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -67,6 +69,22 @@ spec:
     - operation:
         paths: ["/echo.Echo/Admin*"]
 ---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: echo-faults
+  namespace: b
+  creationTimestamp: "2024-05-01T10:00:00Z"
+spec:
+  hosts: [echo]
+  http:
+  - match:
+    - uri:
+        prefix: /echo.Echo/Flaky
+    fault:
+      abort:
+        grpcStatus: RESOURCE_EXHAUSTED
+---
 "#;
 
 /// The mesh with the route and the policy in force at the waypoint.
@@ -77,9 +95,11 @@ async fn mesh(net: u8) -> Mesh {
         hostname: ECHO_HOST.into(),
         port: 80,
     };
-    eventually("the pushed route and policy", || {
+    eventually("the pushed route, policy and faults", || {
         let snapshot = config.snapshot();
-        let arrived = snapshot.routes(&key).is_some() && snapshot.policies(ECHO_HOST).is_some();
+        let arrived = snapshot.routes(&key).is_some()
+            && snapshot.policies(ECHO_HOST).is_some()
+            && snapshot.faults(ECHO_HOST).is_some();
         async move { arrived }
     })
     .await;
@@ -153,6 +173,15 @@ async fn grpc_calls_the_waypoint_answers_get_a_grpc_status() {
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     assert_eq!(denied.message(), "RBAC: access denied");
 
+    // The fault's own status, not one mapped from an HTTP code.
+    let aborted = call(&channel, "/echo.Echo/Flaky").await;
+    assert_eq!(
+        aborted.code(),
+        tonic::Code::ResourceExhausted,
+        "{aborted:?}"
+    );
+    assert_eq!(aborted.message(), "fault filter abort");
+
     // On the wire: a trailers-only response, HTTP 200 and the status in
     // the head, which is what the client above decoded.
     let mut http2 = mesh.http2().await;
@@ -192,6 +221,14 @@ async fn grpc_calls_the_waypoint_answers_get_a_grpc_status() {
     let events = support::wait_for_events(1, &["request complete", "path=/echo.Echo/Admin "]).await;
     assert!(events[0].contains("response_code=200"), "{}", events[0]);
     assert!(events[0].contains("grpc_status=7"), "{}", events[0]);
+    let events = support::wait_for_events(1, &["request complete", "path=/echo.Echo/Flaky "]).await;
+    for field in [
+        "response_code=200",
+        "grpc_status=8",
+        "response_flags=\"FI\"",
+    ] {
+        assert!(events[0].contains(field), "{field} in {}", events[0]);
+    }
 
     let labels = [
         "request_protocol=\"grpc\"",
@@ -224,6 +261,10 @@ async fn requests_that_are_not_grpc_still_get_plain_http_errors() {
     assert!(headers.get("grpc-status").is_none());
     let (status, headers, body) = get1(&mut client, "/echo.Echo/AdminPlain", &[]).await;
     assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    assert!(headers.get("grpc-status").is_none());
+    // A gRPC fault aborts others with 200 and its body, as Envoy does.
+    let (status, headers, body) = get1(&mut client, "/echo.Echo/FlakyPlain", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "fault filter abort"));
     assert!(headers.get("grpc-status").is_none());
 
     // gRPC-Web is not gRPC to the waypoint, as to Envoy.

@@ -163,7 +163,7 @@ pub struct FaultDelay {
 pub struct FaultAbort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,
-    /// Not supported yet: reported.
+    /// A gRPC status name (`UNAVAILABLE`), instead of `httpStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<String>,
     /// Not supported: reported.

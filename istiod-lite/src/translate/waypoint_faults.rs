@@ -22,7 +22,9 @@
 //! `queryParams`, `sourceLabels`, ...) or an invalid one is left out,
 //! because the match without it would be wider; an entry whose matches
 //! are all left out is left out. An invalid or unsupported delay or abort
-//! (`grpcStatus`, `http2Error`, `exponentialDelay`) is dropped alone.
+//! (`http2Error`, `exponentialDelay`) is dropped alone. A `grpcStatus`
+//! abort goes as Istio sends it to Envoy: HTTP 200 with that gRPC status,
+//! which a gRPC request gets as its `grpc-status`.
 //! A percentage left unset is 100, as in Istio.
 
 #[cfg(test)]
@@ -342,23 +344,65 @@ fn convert_delay(delay: &FaultDelay) -> Result<pb::FaultDelay, String> {
 }
 
 fn convert_abort(abort: &FaultAbort) -> Result<pb::FaultAbort, String> {
-    if abort.grpc_status.is_some() {
-        return Err("grpcStatus is not supported yet: abort with httpStatus".into());
-    }
     if abort.http2_error.is_some() {
-        return Err("http2Error is not supported: abort with httpStatus".into());
+        return Err("http2Error is not supported: abort with httpStatus or grpcStatus".into());
     }
-    let Some(status) = abort.http_status else {
-        return Err("httpStatus is not set".into());
-    };
-    let http_status = u32::try_from(status)
-        .ok()
-        .filter(|s| (200..=599).contains(s))
-        .ok_or_else(|| format!("httpStatus {status} is not a status from 200 to 599"))?;
-    Ok(pb::FaultAbort {
-        http_status,
-        percentage: percentage(abort.percentage.as_ref(), None)?,
-    })
+    let percentage = percentage(abort.percentage.as_ref(), None)?;
+    match (abort.http_status, &abort.grpc_status) {
+        (Some(_), Some(_)) => Err("sets both httpStatus and grpcStatus: keep one".into()),
+        (None, None) => Err("sets neither httpStatus nor grpcStatus".into()),
+        (Some(status), None) => {
+            let http_status = u32::try_from(status)
+                .ok()
+                .filter(|s| (200..=599).contains(s))
+                .ok_or_else(|| format!("httpStatus {status} is not a status from 200 to 599"))?;
+            Ok(pb::FaultAbort {
+                http_status,
+                percentage,
+                grpc_status: None,
+            })
+        }
+        // As Istio translates it for Envoy's fault filter, which then
+        // aborts with HTTP 200 and this gRPC status.
+        (None, Some(name)) => Ok(pb::FaultAbort {
+            http_status: 200,
+            percentage,
+            grpc_status: Some(grpc_status_code(name)?),
+        }),
+    }
+}
+
+/// The code of a gRPC status name, as Istio's `SupportedGRPCStatus` reads
+/// `grpcStatus` (upper case, as grpc/grpc `doc/statuscodes.md` names them).
+fn grpc_status_code(name: &str) -> Result<u32, String> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES
+        .iter()
+        .position(|known| *known == name)
+        .and_then(|code| u32::try_from(code).ok())
+        .ok_or_else(|| {
+            format!(
+                "grpcStatus {name:?} is not a gRPC status: write its name as                  https://github.com/grpc/grpc/blob/master/doc/statuscodes.md spells it, e.g.                  UNAVAILABLE"
+            )
+        })
 }
 
 /// `percentage.value`, else the deprecated integer `percent`, else 100.

@@ -4,7 +4,7 @@
 //!
 //! Everything a value can get wrong is checked here, once, so that
 //! deciding cannot fail: percentages (0 to 100, finite), statuses (200 to
-//! 599), delays (set, not negative), header names, regexes, and that each
+//! 599, gRPC's 0 to 16), delays (set, not negative), header names, regexes, and that each
 //! string match and each fault sets something. A resource is
 //! all-or-nothing: its first problem rejects it, with the way down to the
 //! field, so the xDS client NACKs it and the service keeps its previous
@@ -20,6 +20,10 @@ use regex::bytes::Regex;
 use super::{Abort, Delay, Fault, FaultMatch, FaultRule, ServiceFaults, StringMatcher};
 use crate::located::Located;
 use crate::route::is_precise_hostname;
+
+/// The highest gRPC status code, `UNAUTHENTICATED` (grpc/grpc
+/// `doc/statuscodes.md`).
+const MAX_GRPC_STATUS: u16 = 16;
 
 /// A `WaypointFaults` resource that cannot become [`ServiceFaults`], and
 /// where: `rule 1 match 0 header x-test: ...`. Positions count from 0.
@@ -39,6 +43,8 @@ pub enum Problem {
     InvalidPercentage(String),
     #[error("status {0} is not from 200 to 599")]
     InvalidStatus(u32),
+    #[error("gRPC status {0} is not from 0 to 16")]
+    InvalidGrpcStatus(u32),
     #[error("delay {0:?} is negative or out of range")]
     InvalidDelay(prost_types::Duration),
     #[error("`fault` sets neither a delay nor an abort")]
@@ -169,8 +175,18 @@ fn convert_fault(fault: pb::Fault) -> Result<Fault, ConvertError> {
                 .filter(|s| (200..=599).contains(s))
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .ok_or_else(|| at(Problem::InvalidStatus(abort.http_status).into()))?;
+            let grpc_status = abort
+                .grpc_status
+                .map(|code| {
+                    u16::try_from(code)
+                        .ok()
+                        .filter(|code| *code <= MAX_GRPC_STATUS)
+                        .ok_or_else(|| at(Problem::InvalidGrpcStatus(code).into()))
+                })
+                .transpose()?;
             Ok(Abort {
                 status,
+                grpc_status,
                 percentage: percentage(abort.percentage).map_err(at)?,
             })
         })

@@ -27,6 +27,7 @@ fn abort(status: u32, percentage: f64) -> Option<pb::FaultAbort> {
     Some(pb::FaultAbort {
         http_status: status,
         percentage,
+        grpc_status: None,
     })
 }
 
@@ -171,6 +172,31 @@ fn zero_percent_never_applies_and_one_hundred_always_does() {
 }
 
 #[test]
+fn a_grpc_abort_carries_its_grpc_status() {
+    let mut resource = resource();
+    resource.rules[2].fault = Some(pb::Fault {
+        delay: None,
+        abort: Some(pb::FaultAbort {
+            http_status: 200,
+            percentage: 100.0,
+            grpc_status: Some(14),
+        }),
+    });
+    let faults = ServiceFaults::try_from(resource).unwrap();
+    let request = FaultRequest {
+        path: "/echo.Echo/Say",
+        method: &Method::POST,
+        headers: &HeaderMap::new(),
+    };
+    let injected = faults.decide(&request, LOW).unwrap();
+    assert_eq!(injected.abort, Some(StatusCode::OK));
+    assert_eq!(injected.grpc_status, Some(14));
+    // An HTTP abort has none.
+    let http = decide("/api", Method::POST, None, LOW).unwrap();
+    assert_eq!(http.grpc_status, None);
+}
+
+#[test]
 fn drawn_rolls_are_within_range() {
     for _ in 0..1000 {
         let rolls = Rolls::draw();
@@ -188,6 +214,16 @@ fn bad_values_reject_the_resource_and_say_where() {
         (
             |r| r.rules[1].fault.as_mut().unwrap().abort = abort(600, 10.0),
             "rule 1 fault abort: status 600 is not from 200 to 599",
+        ),
+        (
+            |r| {
+                r.rules[1].fault.as_mut().unwrap().abort = Some(pb::FaultAbort {
+                    http_status: 200,
+                    percentage: 10.0,
+                    grpc_status: Some(17),
+                });
+            },
+            "rule 1 fault abort: gRPC status 17 is not from 0 to 16",
         ),
         (
             |r| r.rules[1].fault.as_mut().unwrap().delay = delay(5, 100.5),

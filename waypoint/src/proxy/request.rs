@@ -427,7 +427,8 @@ fn authorize(
 
 /// The service's VirtualService faults, after policy and before routing,
 /// as Envoy's fault filter: sleeps for an injected delay (`DI`), and
-/// answers an injected abort (`FI`) with Envoy's body.
+/// answers an injected abort (`FI`) with Envoy's body (and its
+/// `grpcStatus`, to a gRPC request).
 async fn inject_fault(
     downstream: &Downstream,
     config: &WaypointConfig,
@@ -457,6 +458,7 @@ async fn inject_fault(
             "fault filter abort",
             format!("aborted by fault injection ({})", injection.source),
         )
+        .with_grpc_status(injection.grpc_status)
         .flagged(if injection.delay.is_some() {
             ResponseFlag::DelayAndFaultInjected
         } else {
@@ -488,11 +490,8 @@ fn apply_filters(
                 let answer = filter::redirect(&head, redirect, matched_prefix, listener_port)
                     .map_err(filter_failed)?;
                 return Err(LocalReply {
-                    status: answer.status,
-                    body: "",
-                    reason: "redirected".into(),
                     location: Some(answer.location),
-                    flag: ResponseFlag::None,
+                    ..LocalReply::new(answer.status, "", "redirected".into())
                 });
             }
             Filter::UrlRewrite(rewrite) => {

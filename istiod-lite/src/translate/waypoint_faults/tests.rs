@@ -92,6 +92,7 @@ fn matches_and_faults_carry_over_in_order_with_entries_without_a_fault() {
             abort: Some(PbAbort {
                 http_status: 503,
                 percentage: 30.5,
+                grpc_status: None,
             }),
         })
     );
@@ -115,7 +116,8 @@ fn unsupported_and_invalid_parts_are_dropped_alone_and_reported() {
     let rules = &out.faults[RATINGS].rules;
     // Entry 1 (only a queryParams match) is left out.
     assert_eq!(rules.len(), 2, "{rules:?}");
-    // The deprecated `percent` is read; the gRPC abort is dropped alone.
+    // The deprecated `percent` is read; the gRPC abort goes as Istio sends
+    // it to Envoy: HTTP 200 with the gRPC status, 100% when unset.
     assert_eq!(
         rules[0].fault,
         Some(pb::Fault {
@@ -126,7 +128,11 @@ fn unsupported_and_invalid_parts_are_dropped_alone_and_reported() {
                 }),
                 percentage: 10.0,
             }),
-            abort: None,
+            abort: Some(PbAbort {
+                http_status: 200,
+                percentage: 100.0,
+                grpc_status: Some(14),
+            }),
         })
     );
     // A status of 700 leaves the entry without a fault, still in place so
@@ -135,7 +141,6 @@ fn unsupported_and_invalid_parts_are_dropped_alone_and_reported() {
     assert_eq!(rules[1].fault, None);
     let late = messages_about(&out, "shop/late");
     let has = |needle: &str| late.iter().any(|m| m.contains(needle));
-    assert!(has("grpcStatus is not supported"), "{late:?}");
     assert!(has("`retries` is not applied"), "{late:?}");
     assert!(has("`queryParams` is not supported"), "{late:?}");
     assert!(has("no match is usable"), "{late:?}");
@@ -143,6 +148,36 @@ fn unsupported_and_invalid_parts_are_dropped_alone_and_reported() {
         has("httpStatus 700 is not a status from 200 to 599"),
         "{late:?}"
     );
+}
+
+#[test]
+fn a_grpc_abort_takes_istios_status_names_and_one_status_only() {
+    let abort = |http_status: Option<i32>, grpc_status: Option<&str>| {
+        convert_abort(&FaultAbort {
+            http_status,
+            grpc_status: grpc_status.map(str::to_owned),
+            ..FaultAbort::default()
+        })
+    };
+    let grpc = |name: &str| abort(None, Some(name)).map(|a| (a.http_status, a.grpc_status));
+    assert_eq!(grpc("OK"), Ok((200, Some(0))));
+    assert_eq!(grpc("NOT_FOUND"), Ok((200, Some(5))));
+    assert_eq!(grpc("UNAVAILABLE"), Ok((200, Some(14))));
+    assert_eq!(grpc("UNAUTHENTICATED"), Ok((200, Some(16))));
+    // Names only, in Istio's spelling.
+    for bad in ["Unavailable", "14", "CANCELED", ""] {
+        let why = grpc(bad).unwrap_err();
+        assert!(why.contains("is not a gRPC status"), "{bad:?}: {why}");
+    }
+    let both = abort(Some(503), Some("UNAVAILABLE")).unwrap_err();
+    assert!(both.contains("both httpStatus and grpcStatus"), "{both}");
+    let neither = abort(None, None).unwrap_err();
+    assert!(
+        neither.contains("neither httpStatus nor grpcStatus"),
+        "{neither}"
+    );
+    let http = abort(Some(503), None).unwrap();
+    assert_eq!((http.http_status, http.grpc_status), (503, None));
 }
 
 #[test]

@@ -16,6 +16,10 @@
 //! need their own framing. (The metrics' `request_protocol` uses Istio's
 //! wider prefix test; that only labels the request.)
 //!
+//! A fault abort with Istio's `grpcStatus` sets its own `grpc-status`
+//! instead of the mapped one (and HTTP 200, as Envoy aborts it), so a
+//! request that is not gRPC gets 200 and the abort's body, as from Envoy.
+//!
 //! The access log and the metrics record what the client got, as Envoy
 //! reports a converted reply: `response_code` 200 with the gRPC status
 //! (`grpc_status`, `grpc_response_status`), the response flag kept (`200
@@ -55,6 +59,9 @@ pub(super) struct LocalReply {
     pub(super) location: Option<HeaderValue>,
     /// Envoy's response flag for it (`-` unless an upstream is to blame).
     pub(super) flag: ResponseFlag,
+    /// The `grpc-status` for a gRPC request, instead of the one mapped
+    /// from `status` (a fault's `grpcStatus`).
+    pub(super) grpc_status: Option<u16>,
 }
 
 /// How the client expects an error: as HTTP, or as gRPC.
@@ -93,11 +100,21 @@ impl LocalReply {
             reason,
             location: None,
             flag: ResponseFlag::None,
+            grpc_status: None,
         }
     }
 
     pub(super) fn flagged(self, flag: ResponseFlag) -> Self {
         LocalReply { flag, ..self }
+    }
+
+    /// Answers a gRPC request with `grpc_status`, when set, instead of the
+    /// status mapped from the HTTP one.
+    pub(super) fn with_grpc_status(self, grpc_status: Option<u16>) -> Self {
+        LocalReply {
+            grpc_status,
+            ..self
+        }
     }
 
     /// The response the client gets, in `form`; pure.
@@ -116,10 +133,10 @@ impl LocalReply {
                 let mut response = Response::new("");
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-                headers.insert(
-                    "grpc-status",
-                    HeaderValue::from(grpc_status_for(self.status)),
-                );
+                let grpc_status = self
+                    .grpc_status
+                    .unwrap_or_else(|| grpc_status_for(self.status));
+                headers.insert("grpc-status", HeaderValue::from(grpc_status));
                 if let Some(message) = grpc_message(self.body) {
                     headers.insert("grpc-message", message);
                 }
@@ -318,6 +335,21 @@ mod tests {
         let http = reply.to_response(ReplyForm::Http);
         assert_eq!(http.status(), StatusCode::FOUND);
         assert_eq!(http.headers()[LOCATION], "http://elsewhere/");
+    }
+
+    #[test]
+    fn a_fault_grpc_status_replaces_the_mapped_one_for_grpc_requests_only() {
+        // Envoy's gRPC abort: HTTP 200 with the fault's gRPC status.
+        let reply = LocalReply::new(StatusCode::OK, "fault filter abort", String::new())
+            .with_grpc_status(Some(14));
+        let grpc = reply.to_response(ReplyForm::Grpc);
+        assert_eq!(grpc.status(), StatusCode::OK);
+        assert_eq!(grpc.headers()["grpc-status"], "14");
+        assert_eq!(grpc.headers()["grpc-message"], "fault filter abort");
+        let http = reply.to_response(ReplyForm::Http);
+        assert_eq!(http.status(), StatusCode::OK);
+        assert!(http.headers().get("grpc-status").is_none());
+        assert_eq!(*http.body(), "fault filter abort");
     }
 
     #[test]
