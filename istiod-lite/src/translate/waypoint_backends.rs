@@ -220,20 +220,6 @@ fn limits(pool: &ConnectionPoolSettings, notes: &mut Notes<'_>) -> pb::Connectio
             http.max_requests_per_connection,
         ),
     };
-    for (field, value) in [
-        ("tcp.maxConnections", out.max_connections),
-        ("http.http1MaxPendingRequests", out.max_pending_requests),
-        (
-            "http.maxRequestsPerConnection",
-            out.max_requests_per_connection,
-        ),
-    ] {
-        if value > 0 {
-            notes.warn(format!(
-                "`connectionPool.{field}` is sent but not enforced by the waypoint yet;                  `http.http2MaxRequests` is"
-            ));
-        }
-    }
     notes.unsupported(
         "connectionPool.tcp",
         &[
