@@ -30,6 +30,11 @@
 //!   function of the requests in flight, and [`balance::BackendPolicy`],
 //!   a service's `DestinationRule` policy from the pushed
 //!   `WaypointBackendPolicy` resource.
+//! - `breaker`: circuit breaking on a service's upstream connections
+//!   (`maxConnections`, `http1MaxPendingRequests`,
+//!   `maxRequestsPerConnection`): whether a request opens a connection,
+//!   waits for one or is refused, and whether a connection is reused, as
+//!   pure functions of the pool's counts.
 //! - `outlier`: outlier detection, which ejects endpoints after
 //!   consecutive failures and brings them back with backoff, with time
 //!   passed in.

@@ -25,11 +25,13 @@
 //! 4. an endpoint of the backend by its `DestinationRule` policy
 //!    (`load`: least request by default, outlier ejections skipped; 503
 //!    `UH` when none, 503 `UO` over the request limit);
-//! 5. one upstream attempt (`upstream`) on a reused connection (503 when
-//!    it fails), or, when the rule retries and the body is kept (`body`),
-//!    attempts to other endpoints within the rule's retries and the
-//!    service's budget (`attempts`); the response streams back, with
-//!    response header filters.
+//! 5. one upstream attempt (`upstream`) on a reused connection of the
+//!    service's pool (`pool`: within its connection limits, waiting for
+//!    a connection, 503 `UO` when too many wait; 503 when it fails), or,
+//!    when the rule retries and the body is kept (`body`), attempts to
+//!    other endpoints within the rule's retries and the service's budget
+//!    (`attempts`); the response streams back, with response header
+//!    filters.
 //!
 //! Each request ends with one access-log event and one sample of Istio's
 //! request metrics (`access_log`, `crate::metrics`), local answers
