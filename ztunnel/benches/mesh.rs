@@ -14,8 +14,10 @@
 //! Measured: iperf3 throughput (1 and 4 streams), 1 KiB echo round trips on
 //! one connection (p50, p99), sequential new connections per second, each
 //! ztunnel's resident memory idle and with 1,000 open tunnelled
-//! connections, and CPU seconds per phase. Printed as a table with ratios
-//! and the issue's bars; written as JSON to `<target>/tmp/ztunnel-mesh.json`.
+//! connections, CPU seconds per phase, and the whole machine's CPU seconds
+//! per GB in the single-stream runs: when both runs are CPU-bound, their
+//! ratio is the share of direct throughput the mesh path can reach.
+//! Printed as a table with ratios and the issue's bars; written as JSON to `<target>/tmp/ztunnel-mesh.json`.
 //!
 //! Needs root (namespaces, nftables) and iperf3:
 //! `sudo -E cargo bench -p ztunnel --bench mesh`.
@@ -51,8 +53,8 @@ const HELD: usize = 1_000;
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Path {
-    gbps_1: f64,
-    gbps_4: f64,
+    iperf_1: load::Transfer,
+    iperf_4: load::Transfer,
     latency: load::Latency,
     connections_per_second: f64,
 }
@@ -70,8 +72,8 @@ fn measure(pods: &Pods, what: &str, rate_port: u16) -> Path {
     println!("measuring {what}...");
     let b_ip = pods.b_ip.to_string();
     Path {
-        gbps_1: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 1, IPERF_SECONDS),
-        gbps_4: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 4, IPERF_SECONDS),
+        iperf_1: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 1, IPERF_SECONDS),
+        iperf_4: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 4, IPERF_SECONDS),
         latency: load::round_trips(&pods.a, dst, ROUNDS),
         connections_per_second: load::connection_rate(
             &pods.a,
@@ -196,8 +198,30 @@ fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64
         println!("| {what} | {d:.2} {unit} | {m:.2} {unit} | {:.2} |", m / d);
     };
     println!("\n| | direct | mesh | mesh/direct |\n| --- | --- | --- | --- |");
-    row("iperf3, 1 stream", direct.gbps_1, meshed.gbps_1, "Gbit/s");
-    row("iperf3, 4 streams", direct.gbps_4, meshed.gbps_4, "Gbit/s");
+    row(
+        "iperf3, 1 stream",
+        direct.iperf_1.gbps,
+        meshed.iperf_1.gbps,
+        "Gbit/s",
+    );
+    row(
+        "iperf3, 4 streams",
+        direct.iperf_4.gbps,
+        meshed.iperf_4.gbps,
+        "Gbit/s",
+    );
+    row(
+        "machine CPU per GB, 1 stream",
+        direct.iperf_1.cpu_seconds_per_gb,
+        meshed.iperf_1.cpu_seconds_per_gb,
+        "s",
+    );
+    row(
+        "machine busy, 1 stream",
+        direct.iperf_1.busy * 100.0,
+        meshed.iperf_1.busy * 100.0,
+        "%",
+    );
     row(
         "1 KiB echo p50",
         direct.latency.p50_us,
@@ -225,7 +249,10 @@ fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64
     }
     let added_p50 = meshed.latency.p50_us - direct.latency.p50_us;
     let bar = |ok: bool| if ok { "met" } else { "MISSED" };
-    let throughput = meshed.gbps_1 / direct.gbps_1;
+    let throughput = meshed.iperf_1.gbps / direct.iperf_1.gbps;
+    // When both runs keep every CPU busy, throughput is the inverse of the
+    // cost per byte: this is the share the mesh's CPU cost allows.
+    let cost_bound = direct.iperf_1.cpu_seconds_per_gb / meshed.iperf_1.cpu_seconds_per_gb;
     let rate = meshed.connections_per_second / direct.connections_per_second;
     let max_idle = idle.iter().cloned().fold(0.0, f64::max);
     let max_per_conn = per_conn_kib.iter().cloned().fold(0.0, f64::max);
@@ -234,6 +261,12 @@ fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64
         "  throughput {:.0}% of direct (>= 40%): {}",
         throughput * 100.0,
         bar(throughput >= 0.40)
+    );
+    println!(
+        "    the mesh path costs the machine {:.1}x the CPU per byte of the direct one: \
+         CPU-bound, it can reach {:.0}% of direct",
+        1.0 / cost_bound,
+        cost_bound * 100.0
     );
     println!(
         "  added p50 {added_p50:.0} µs (<= 80 µs): {}",
@@ -273,7 +306,8 @@ fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64
         "ztunnel": ztunnels,
         "ratios": {
             "throughput_1_stream": throughput,
-            "throughput_4_streams": meshed.gbps_4 / direct.gbps_4,
+            "throughput_4_streams": meshed.iperf_4.gbps / direct.iperf_4.gbps,
+            "throughput_allowed_by_cpu_cost": cost_bound,
             "added_p50_us": added_p50,
             "added_p99_us": meshed.latency.p99_us - direct.latency.p99_us,
             "connections_per_second": rate,

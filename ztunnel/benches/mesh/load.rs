@@ -118,14 +118,33 @@ fn connect(dst: SocketAddr) -> TcpStream {
     tcp
 }
 
-/// One iperf3 client run from pod A to the server in pod B: Gbit/s.
-pub(crate) fn iperf3(a_name: &str, b_name: &str, b_ip: &str, streams: u32, seconds: u32) -> f64 {
+/// One iperf3 client run: its rate, and what it cost the whole machine.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub(crate) struct Transfer {
+    pub gbps: f64,
+    /// Busy CPU seconds of the whole machine (every process, kernel and
+    /// softirq included) per GB received: what the path costs per byte,
+    /// whoever pays it.
+    pub cpu_seconds_per_gb: f64,
+    /// Busy share of all CPUs during the run: 1.0 means CPU-bound.
+    pub busy: f64,
+}
+
+/// One iperf3 client run from pod A to the server in pod B.
+pub(crate) fn iperf3(
+    a_name: &str,
+    b_name: &str,
+    b_ip: &str,
+    streams: u32,
+    seconds: u32,
+) -> Transfer {
     let server = std::process::Command::new("ip")
         .args(["netns", "exec", b_name, "iperf3", "-s", "-1", "-p", "5201"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start iperf3 -s in pod B (install the iperf3 package)");
     std::thread::sleep(Duration::from_millis(300));
+    let before = MachineCpu::now();
     let output = std::process::Command::new("ip")
         .args([
             "netns", "exec", a_name, "iperf3", "-c", b_ip, "-p", "5201", "-J",
@@ -133,12 +152,52 @@ pub(crate) fn iperf3(a_name: &str, b_name: &str, b_ip: &str, streams: u32, secon
         .args(["-t", &seconds.to_string(), "-P", &streams.to_string()])
         .output()
         .expect("run iperf3 -c in pod A");
+    let after = MachineCpu::now();
     let mut server = server;
     let _ = server.wait();
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("iperf3 -J prints JSON");
-    let bits = report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no throughput in the iperf3 report: {report}"));
-    bits / 1e9
+    let received = &report["end"]["sum_received"];
+    let (Some(bits), Some(bytes)) = (
+        received["bits_per_second"].as_f64(),
+        received["bytes"].as_f64(),
+    ) else {
+        panic!("no throughput in the iperf3 report: {report}");
+    };
+    let busy_seconds = after.busy - before.busy;
+    Transfer {
+        gbps: bits / 1e9,
+        cpu_seconds_per_gb: busy_seconds / (bytes / 1e9),
+        busy: busy_seconds / (after.total - before.total),
+    }
+}
+
+/// The `cpu` line of `/proc/stat`, in seconds summed over all CPUs.
+struct MachineCpu {
+    busy: f64,
+    total: f64,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+        let line = stat.lines().next().expect("/proc/stat has a cpu line");
+        // user nice system idle iowait irq softirq steal (guest time is
+        // already inside user). Steal is the hypervisor's, not ours.
+        let ticks: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|t| t.parse().expect("numeric /proc/stat field"))
+            .collect();
+        let [user, nice, system, idle, iowait, irq, softirq, _steal] = ticks[..] else {
+            panic!("unexpected /proc/stat cpu line: {line}");
+        };
+        // USER_HZ is 100 on Linux.
+        let busy = (user + nice + system + irq + softirq) / 100.0;
+        MachineCpu {
+            busy,
+            total: busy + (idle + iowait) / 100.0,
+        }
+    }
 }
