@@ -11,7 +11,8 @@
 //! its own. The same client code runs both paths, from a thread inside pod
 //! A's namespace.
 //!
-//! Measured: iperf3 throughput (1 and 4 streams), 1 KiB echo round trips on
+//! Measured: iperf3 throughput (1 and 4 streams; one stream also through
+//! two plain TCP relays, see `relay`), 1 KiB echo round trips on
 //! one connection (p50, p99), sequential new connections per second, each
 //! ztunnel's resident memory idle and with 1,000 open tunnelled
 //! connections, CPU seconds per phase, and the whole machine's CPU seconds
@@ -38,6 +39,8 @@ mod node_support;
 mod load;
 #[path = "mesh/procs.rs"]
 mod procs;
+#[path = "mesh/relay.rs"]
+mod relay;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -66,14 +69,18 @@ struct Path {
 const ECHO_PORT: u16 = 8080;
 const RATE_PORT_DIRECT: u16 = 8081;
 const RATE_PORT_MESH: u16 = 8082;
+/// The plain relays' ports, in pod A and pod B: measured before capture
+/// starts, like the direct path.
+const RELAY_PORT_A: u16 = 6001;
+const RELAY_PORT_B: u16 = 6002;
 
 fn measure(pods: &Pods, what: &str, rate_port: u16) -> Path {
     let dst = SocketAddr::from((pods.b_ip, ECHO_PORT));
     println!("measuring {what}...");
-    let b_ip = pods.b_ip.to_string();
+    let iperf = SocketAddr::from((pods.b_ip, load::IPERF_PORT));
     Path {
-        iperf_1: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 1, IPERF_SECONDS),
-        iperf_4: load::iperf3(&pods.a_name, &pods.b_name, &b_ip, 4, IPERF_SECONDS),
+        iperf_1: load::iperf3(&pods.a_name, &pods.b_name, iperf, 1, IPERF_SECONDS),
+        iperf_4: load::iperf3(&pods.a_name, &pods.b_name, iperf, 4, IPERF_SECONDS),
         latency: load::round_trips(&pods.a, dst, ROUNDS),
         connections_per_second: load::connection_rate(
             &pods.a,
@@ -114,6 +121,20 @@ fn main() {
         load::echo_server(&pods.b, port);
     }
     let direct = measure(&pods, "the direct path", RATE_PORT_DIRECT);
+    println!("measuring two plain TCP relays...");
+    relay::start(
+        &pods.a,
+        &pods.b,
+        pods.b_ip,
+        (RELAY_PORT_A, RELAY_PORT_B, load::IPERF_PORT),
+    );
+    let relayed = load::iperf3(
+        &pods.a_name,
+        &pods.b_name,
+        SocketAddr::from(([127, 0, 0, 1], RELAY_PORT_A)),
+        1,
+        IPERF_SECONDS,
+    );
 
     // The mesh: istiod-lite here, on a runtime of its own.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -176,7 +197,7 @@ fn main() {
     let loaded: Vec<f64> = ztunnels.iter().map(|(z, _)| z.rss_mib()).collect();
     drop(held);
 
-    report(&direct, &meshed, &idle, &loaded, &cpu);
+    report(&direct, &relayed, &meshed, &idle, &loaded, &cpu);
     if let Ok(keep) = std::env::var("MESH_BENCH_KEEP_LOGS") {
         for (ztunnel, log) in &ztunnels {
             let to = std::path::Path::new(&keep).join(format!("{}.log", ztunnel.node));
@@ -188,7 +209,14 @@ fn main() {
     drop(plane);
 }
 
-fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64]) {
+fn report(
+    direct: &Path,
+    relayed: &load::Transfer,
+    meshed: &Path,
+    idle: &[f64],
+    loaded: &[f64],
+    cpu: &[f64],
+) {
     let per_conn_kib: Vec<f64> = idle
         .iter()
         .zip(loaded)
@@ -221,6 +249,13 @@ fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64
         direct.iperf_1.busy * 100.0,
         meshed.iperf_1.busy * 100.0,
         "%",
+    );
+    println!(
+        "| two plain TCP relays, 1 stream | {:.2} Gbit/s, {:.2} CPU s/GB, {:.0}% busy | | {:.2} |",
+        relayed.gbps,
+        relayed.cpu_seconds_per_gb,
+        relayed.busy * 100.0,
+        relayed.gbps / direct.iperf_1.gbps
     );
     row(
         "1 KiB echo p50",
@@ -269,6 +304,11 @@ fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64
         cost_bound * 100.0
     );
     println!(
+        "    two plain TCP relays (no TLS, no HTTP/2) cost {:.1}x: {:.0}% of direct at best",
+        relayed.cpu_seconds_per_gb / direct.iperf_1.cpu_seconds_per_gb,
+        100.0 * direct.iperf_1.cpu_seconds_per_gb / relayed.cpu_seconds_per_gb
+    );
+    println!(
         "  added p50 {added_p50:.0} µs (<= 80 µs): {}",
         bar(added_p50 <= 80.0)
     );
@@ -302,6 +342,7 @@ fn report(direct: &Path, meshed: &Path, idle: &[f64], loaded: &[f64], cpu: &[f64
         .collect::<Vec<_>>();
     let json = serde_json::json!({
         "direct": direct,
+        "two_plain_relays_1_stream": relayed,
         "mesh": meshed,
         "ztunnel": ztunnels,
         "ratios": {

@@ -130,25 +130,30 @@ pub(crate) struct Transfer {
     pub busy: f64,
 }
 
-/// One iperf3 client run from pod A to the server in pod B.
+/// The port of the iperf3 server in pod B.
+pub(crate) const IPERF_PORT: u16 = 5201;
+
+/// One iperf3 client run from pod A to `to` (the server in pod B, or what
+/// leads to it).
 pub(crate) fn iperf3(
     a_name: &str,
     b_name: &str,
-    b_ip: &str,
+    to: SocketAddr,
     streams: u32,
     seconds: u32,
 ) -> Transfer {
     let server = std::process::Command::new("ip")
-        .args(["netns", "exec", b_name, "iperf3", "-s", "-1", "-p", "5201"])
+        .args(["netns", "exec", b_name, "iperf3", "-s", "-1", "-p"])
+        .arg(IPERF_PORT.to_string())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start iperf3 -s in pod B (install the iperf3 package)");
     std::thread::sleep(Duration::from_millis(300));
     let before = MachineCpu::now();
     let output = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", a_name, "iperf3", "-c", b_ip, "-p", "5201", "-J",
-        ])
+        .args(["netns", "exec", a_name, "iperf3", "-J", "-c"])
+        .arg(to.ip().to_string())
+        .args(["-p", &to.port().to_string()])
         .args(["-t", &seconds.to_string(), "-P", &streams.to_string()])
         .output()
         .expect("run iperf3 -c in pod A");
