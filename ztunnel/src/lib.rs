@@ -23,6 +23,8 @@
 //! - `metrics`: Istio's `istio_tcp_*` metrics and labels.
 //! - `admin`: the admin (15000), metrics (15020) and readiness (15021)
 //!   pages.
+//! - `malloc`: glibc's allocator tuned for bulk data (the crate's only
+//!   unsafe code).
 //! - `app`: the composition root and the drain protocol; `main.rs` adds
 //!   only the runtime, logging and signals.
 
@@ -32,6 +34,7 @@ pub mod authz;
 pub mod capture;
 pub mod config;
 pub mod connections;
+pub mod malloc;
 pub mod metrics;
 pub mod pods;
 pub mod proxy;

@@ -11,6 +11,8 @@ use ztunnel::app::App;
 use ztunnel::config::Args;
 
 fn main() -> ExitCode {
+    // Before any other thread allocates.
+    let malloc = ztunnel::malloc::tune();
     let args = Args::parse();
     raise_fd_limit();
     let logging = match telemetry::logging::init("info") {
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
             None
         }
     };
+    tracing::debug!("{malloc}");
     match run(args, logging) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -77,6 +80,7 @@ fn run(args: Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::R
     control.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let app = App::start(&args, logging, data.handle().clone()).await?;
+        tokio::spawn(ztunnel::malloc::return_free_memory());
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
             result = tokio::signal::ctrl_c() => {
