@@ -285,6 +285,8 @@ async fn one_connection_and_one_pending_request_queue_the_second_and_refuse_the_
             "path=/limited",
             "response_code=503",
             "response_flags=\"UO\"",
+            // The reason names the limit that refused it.
+            "http1MaxPendingRequests",
         ],
     )
     .await;

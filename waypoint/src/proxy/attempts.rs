@@ -38,9 +38,17 @@ pub(super) enum Outcome {
     TimedOut(Duration),
     /// No healthy endpoint to send to (only before the first attempt).
     NoEndpoint,
-    /// The service's `DestinationRule` request limit is reached, or its
-    /// requests waiting for a connection are as many as it allows.
-    Overflow,
+    /// One of the service's `DestinationRule` limits is reached.
+    Overflow(Limit),
+}
+
+/// Which `DestinationRule` limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Limit {
+    /// `http2MaxRequests`: requests in flight.
+    Requests,
+    /// `http1MaxPendingRequests`: requests waiting for a connection.
+    PendingRequests,
 }
 
 /// The end of the exchange: the last attempt and its endpoint.
@@ -148,7 +156,7 @@ impl Inner {
                     is_retriable_answer(&replay.retry.codes, response.status(), response.headers())
                 }
                 Outcome::Failed(_) => true,
-                Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow => false,
+                Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow(_) => false,
             };
             let done = |retries_exhausted| Exchange {
                 outcome,
@@ -222,7 +230,7 @@ impl Inner {
                         error: &error,
                     }
                 }
-                Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow => {
+                Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow(_) => {
                     AttemptEnd::TimedOut
                 }
             };
@@ -231,7 +239,9 @@ impl Inner {
         match outcome {
             // A full connection pool is the service's limit, as its
             // request limit is: 503 `UO`, and no retry (as Envoy).
-            Outcome::Failed(UpstreamError::Overflow { .. }) => Outcome::Overflow,
+            Outcome::Failed(UpstreamError::Overflow { .. }) => {
+                Outcome::Overflow(Limit::PendingRequests)
+            }
             outcome => outcome,
         }
     }
@@ -245,7 +255,7 @@ fn finish(in_flight: &InFlight, outcome: &Outcome) {
     let result = match outcome {
         Outcome::Answered(response) => AttemptResult::Status(response.status().as_u16()),
         Outcome::Failed(_) => AttemptResult::ConnectionFailed,
-        Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow => return,
+        Outcome::TimedOut(_) | Outcome::NoEndpoint | Outcome::Overflow(_) => return,
     };
     in_flight.finish(result, std::time::Instant::now());
 }
@@ -269,7 +279,7 @@ impl Exchange {
         Exchange {
             outcome: match refusal {
                 Refusal::NoEndpoint => Outcome::NoEndpoint,
-                Refusal::Overflow => Outcome::Overflow,
+                Refusal::Overflow => Outcome::Overflow(Limit::Requests),
             },
             endpoint: None,
             attempts,

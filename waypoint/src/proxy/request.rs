@@ -21,7 +21,7 @@ use workload::{Service, State, Workload};
 use self::local_reply::{LocalReply, ReplyForm, local};
 use super::Inner;
 use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
-use super::attempts::{Exchange, Outcome, Replay, rebuild};
+use super::attempts::{Exchange, Limit, Outcome, Replay, rebuild};
 use super::body::{Buffered, UpstreamBody, buffer};
 use crate::authz::{self, L7Request, Verdict};
 use crate::fault::{FaultRequest, Rolls};
@@ -327,12 +327,18 @@ fn respond(
             .flagged(ResponseFlag::UpstreamTimeout);
             local(reply, form, log)
         }
-        Outcome::Overflow => {
+        Outcome::Overflow(limit) => {
+            let what = match limit {
+                Limit::Requests => "request limit (http2MaxRequests)",
+                Limit::PendingRequests => {
+                    "limit of requests waiting for a connection (http1MaxPendingRequests)"
+                }
+            };
             let reply = LocalReply::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow\n",
                 format!(
-                    "the DestinationRule request limit of {}:{port} is reached",
+                    "the DestinationRule {what} of {}:{port} is reached",
                     service.hostname
                 ),
             )
