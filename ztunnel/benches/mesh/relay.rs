@@ -42,9 +42,21 @@ pub(crate) fn start(a: &PodNetns, b: &PodNetns, b_ip: std::net::Ipv4Addr, ports:
 /// Accepts connections and pipes each to a new one to `to`, opened from
 /// inside `netns`.
 fn serve(listener: TcpListener, netns: PodNetns, to: SocketAddr) {
+    // `PodNetns::bind` hands out non-blocking listeners (for tokio); this
+    // one blocks in accept, or the loop would spin on EAGAIN and burn a
+    // CPU for the rest of the bench.
+    listener
+        .set_nonblocking(false)
+        .expect("make the relay listener blocking");
     std::thread::spawn(move || {
         for accepted in listener.incoming() {
-            let Ok(client) = accepted else { continue };
+            let client = match accepted {
+                Ok(client) => client,
+                Err(error) => {
+                    eprintln!("relay on {to}: accept failed ({error}); relay stopped");
+                    break;
+                }
+            };
             let upstream = netns
                 .run(|| TcpStream::connect(to))
                 .expect("enter the relay's namespace")
