@@ -15,9 +15,8 @@
 //! and retried with per-namespace exponential backoff, reset by the next
 //! success.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -29,7 +28,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::{ROOT_CERT_CONFIG_MAP, desired_config_map};
-use crate::waypoints::{FIELD_MANAGER, RetryBackoff};
+use crate::waypoints::{FIELD_MANAGER, Retries, RetryBackoff, watch_status_code};
 
 /// The `causes[].type` of the 403 the API server answers a write into a
 /// namespace that is being deleted (Kubernetes' `NamespaceTerminatingCause`).
@@ -94,14 +93,7 @@ fn namespace_terminating(error: &kube::Error) -> bool {
 /// What a failed list or watch of Namespaces or of the ConfigMaps means.
 /// (The error does not say which kind failed: kube-rs merges the watches.)
 fn watch_advice(error: &watcher::Error) -> &'static str {
-    let status = match error {
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
-        watcher::Error::WatchError(status) => Some(status.code),
-        _ => None,
-    };
-    match status {
+    match watch_status_code(error) {
         Some(403) => {
             "watching Namespaces or the istio-ca-root-cert ConfigMaps is forbidden: grant \
              istiod-lite's service account get, list and watch on namespaces and configmaps; \
@@ -142,10 +134,8 @@ impl fmt::Debug for RootCertController {
 struct Context {
     client: Client,
     roots_pem: Arc<str>,
-    backoff: RetryBackoff,
-    /// Consecutive failures per namespace, for the backoff; removed on
-    /// success or skip.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Per namespace; cleared on success or skip.
+    retries: Retries<String>,
 }
 
 // === impl RootCertController ===
@@ -173,8 +163,7 @@ impl RootCertController {
         let context = Arc::new(Context {
             client: client.clone(),
             roots_pem: self.roots_pem,
-            backoff: self.backoff,
-            failures: Mutex::new(HashMap::new()),
+            retries: Retries::new(self.backoff),
         });
         let config_maps =
             watcher::Config::default().fields(&format!("metadata.name={ROOT_CERT_CONFIG_MAP}"));
@@ -234,26 +223,13 @@ async fn reconcile(
             }
         }
     }
-    context
-        .failures
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&name);
+    context.retries.succeeded(&name);
     Ok(Action::await_change())
 }
 
 fn error_policy(namespace: Arc<Namespace>, error: &RootCertError, context: Arc<Context>) -> Action {
     let name = namespace.name_any();
-    let failures = {
-        let mut failures = context
-            .failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(name.clone()).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    };
-    let delay = context.backoff.delay(failures);
+    let (failures, delay) = context.retries.failed(name.clone());
     warn!(namespace = %name, failures, retry_in = ?delay, "{error}");
     Action::requeue(delay)
 }

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -75,6 +76,52 @@ impl RetryBackoff {
     }
 }
 
+/// Consecutive failures per object and the backoff they set: what both of
+/// istiod-lite's controllers keep between reconciles.
+#[derive(Debug)]
+pub(crate) struct Retries<K> {
+    backoff: RetryBackoff,
+    failures: Mutex<HashMap<K, u32>>,
+}
+
+impl<K: Eq + Hash> Retries<K> {
+    pub(crate) fn new(backoff: RetryBackoff) -> Self {
+        Self {
+            backoff,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one more failure of `key`: the count, and the wait before
+    /// the retry.
+    pub(crate) fn failed(&self, key: K) -> (u32, Duration) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failures.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        (*count, self.backoff.delay(*count))
+    }
+
+    /// Forgets `key`'s failures after a success (or a skip).
+    pub(crate) fn succeeded(&self, key: &K) {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// The HTTP status of the API server's answer in a failed list or watch,
+/// when it answered at all.
+pub(crate) fn watch_status_code(error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    }
+}
+
 /// Why one reconcile failed; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum WaypointError {
@@ -128,14 +175,7 @@ fn advice(error: &kube::Error, resource: &str) -> String {
 /// What a failed list or watch of Gateways or owned objects means. (The
 /// error does not say which kind failed: kube-rs merges the watches.)
 fn watch_advice(error: &watcher::Error) -> &'static str {
-    let status = match error {
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
-        watcher::Error::WatchError(status) => Some(status.code),
-        _ => None,
-    };
-    match status {
+    match watch_status_code(error) {
         Some(403) => {
             "watching waypoint Gateways or their objects is forbidden: grant istiod-lite's \
              service account get, list and watch on gateways.gateway.networking.k8s.io, \
@@ -178,9 +218,8 @@ impl fmt::Debug for WaypointController {
 struct Context {
     client: Client,
     settings: WaypointSettings,
-    backoff: RetryBackoff,
-    /// Consecutive failures per Gateway, for the backoff; removed on success.
-    failures: Mutex<HashMap<ObjectRef<Gateway>, u32>>,
+    /// Per Gateway; cleared on success.
+    retries: Retries<ObjectRef<Gateway>>,
 }
 
 // === impl WaypointController ===
@@ -207,8 +246,7 @@ impl WaypointController {
         let context = Arc::new(Context {
             client: client.clone(),
             settings: self.settings,
-            backoff: self.backoff,
-            failures: Mutex::new(HashMap::new()),
+            retries: Retries::new(self.backoff),
         });
         info!("deploying a waypoint for each Gateway of class istio-waypoint");
         Controller::new(
@@ -276,11 +314,7 @@ async fn reconcile(gateway: Arc<Gateway>, context: Arc<Context>) -> Result<Actio
             gateway: format!("{namespace}/{name}"),
             source,
         })?;
-    context
-        .failures
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&ObjectRef::from_obj(&*gateway));
+    context.retries.succeeded(&ObjectRef::from_obj(&*gateway));
     Ok(match outcome {
         ReconcileOutcome::Deployed { cluster_ip: None } => Action::requeue(ADDRESS_RECHECK),
         _ => Action::await_change(),
@@ -288,16 +322,7 @@ async fn reconcile(gateway: Arc<Gateway>, context: Arc<Context>) -> Result<Actio
 }
 
 fn error_policy(gateway: Arc<Gateway>, error: &WaypointError, context: Arc<Context>) -> Action {
-    let failures = {
-        let mut failures = context
-            .failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(ObjectRef::from_obj(&*gateway)).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    };
-    let delay = context.backoff.delay(failures);
+    let (failures, delay) = context.retries.failed(ObjectRef::from_obj(&*gateway));
     warn!(
         gateway = %format!("{}/{}", gateway.namespace().unwrap_or_default(), gateway.name_any()),
         failures,

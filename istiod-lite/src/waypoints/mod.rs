@@ -25,6 +25,7 @@ mod controller;
 mod desired;
 mod status;
 
+pub(crate) use self::controller::{Retries, watch_status_code};
 pub use self::controller::{RetryBackoff, WaypointController, WaypointError};
 pub use self::desired::{WaypointObjects, WaypointProblem, desired_objects};
 pub use self::status::{ReconcileOutcome, desired_status};
