@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hbone::Workers;
 use identity::manager::CertState;
 use identity::{CertManager, CertManagerConfig, Identity};
 use prometheus_client::registry::Registry;
@@ -62,6 +63,12 @@ pub enum AppError {
     Channel(#[from] ChannelError),
     #[error("cannot start tracing: {0}")]
     Tracing(#[from] telemetry::otlp::OtlpError),
+    #[error("cannot start {count} worker threads for the data path: {source}")]
+    Workers {
+        count: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} for {what}: {source}: is another waypoint running?")]
     Bind {
         what: &'static str,
@@ -90,6 +97,8 @@ pub struct App {
     /// Sends the spans, when tracing is on; flushed at the end of drain.
     exporter: Option<SpanExporter>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The data path's threads; dropping the app ends them.
+    _workers: Arc<Workers>,
 }
 
 // === impl App ===
@@ -164,6 +173,15 @@ impl App {
             tracer,
         });
 
+        // HBONE connections are served on worker threads of their own, each
+        // pinned to one (see `hbone::workers`); everything else stays on
+        // the caller's runtime.
+        let workers = Workers::start("waypoint-worker", args.worker_threads)
+            .map(Arc::new)
+            .map_err(|source| AppError::Workers {
+                count: args.worker_threads,
+                source,
+            })?;
         let hbone_listener = listen("HBONE", args.hbone_addr).await?;
         let stats_listener = listen("metrics", args.stats_addr).await?;
         let readiness_listener = listen("readiness", args.readiness_addr).await?;
@@ -217,8 +235,9 @@ impl App {
         )));
         tasks.push(tokio::spawn(client.run()));
         let serving = proxy.clone();
+        let serving_workers = workers.clone();
         tasks.push(tokio::spawn(async move {
-            serving.serve(hbone_listener).await;
+            serving.serve(hbone_listener, &serving_workers).await;
         }));
         info!(
             identity = %identity,
@@ -241,6 +260,7 @@ impl App {
             drain_deadline: args.drain_deadline(),
             exporter,
             tasks,
+            _workers: workers,
         })
     }
 

@@ -82,7 +82,8 @@ pub struct Args {
     /// On SIGTERM, how long requests in flight get to finish (Istio's name).
     #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
-    /// Tokio worker threads for the data path.
+    /// Worker threads for the data path; each HBONE connection is served
+    /// on one of them, start to end.
     #[arg(long, env = "WAYPOINT_WORKER_THREADS", default_value_t = 2)]
     pub worker_threads: usize,
     /// OTLP/gRPC collector for traces, e.g.

@@ -31,9 +31,9 @@ fn main() -> ExitCode {
 
 fn run(args: &Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::Result<()> {
     args.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads)
-        .thread_name("waypoint-worker")
+    // The control plane client, admin, metrics and the accept loop: light
+    // work, one thread. The data path runs on the app's worker threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

@@ -19,6 +19,7 @@
 //! - [`pool`]: the client, pooling HTTP/2 connections.
 //! - [`connector`]: how the pool opens TCP (a pod's netns, a socket mark).
 //! - [`error`]: what went wrong, and where.
+//! - [`workers`]: thread-per-core serving, each connection on one thread.
 
 pub mod connector;
 pub mod copy;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod settings;
 pub mod tunnel;
 pub mod tunnel_copy;
+pub mod workers;
 
 pub use connector::{ConnectFuture, Connector, DirectConnector};
 pub use copy::copy_bidirectional;
@@ -37,6 +39,7 @@ pub use server::{ConnectHandler, InboundConnect, Rejection, Server, ServerConfig
 pub use settings::H2Settings;
 pub use tunnel::Tunnel;
 pub use tunnel_copy::copy_tunnel;
+pub use workers::Workers;
 
 /// The port HBONE listens on, in pods and on waypoints.
 pub const HBONE_PORT: u16 = 15008;

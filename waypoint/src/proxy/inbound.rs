@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use hbone::{ConnectHandler, InboundConnect, Rejection, Server, ServerConfig};
+use hbone::{ConnectHandler, InboundConnect, Rejection, Server, ServerConfig, Workers};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -74,8 +74,9 @@ impl ConnectHandler for Handler {
 // === impl Proxy ===
 
 impl Proxy {
-    /// Accepts HBONE connections until drain begins.
-    pub async fn serve(&self, listener: TcpListener) {
+    /// Accepts HBONE connections until drain begins, each served on one of
+    /// `workers` for its whole life.
+    pub async fn serve(&self, listener: TcpListener, workers: &Workers) {
         let mut drain = self.inner.drain_signal();
         loop {
             let accepted = tokio::select! {
@@ -85,7 +86,12 @@ impl Proxy {
             match accepted {
                 Ok((tcp, peer)) => {
                     let inner = self.inner.clone();
-                    tokio::spawn(inner.serve_connection(tcp, peer, drain.clone()));
+                    let drain = drain.clone();
+                    let served =
+                        workers.serve(tcp, move |tcp| inner.serve_connection(tcp, peer, drain));
+                    if let Err(error) = served {
+                        warn!(%error, src.addr = %peer, "cannot hand an HBONE connection to a worker");
+                    }
                 }
                 // Out of descriptors and the like: back off, don't spin.
                 Err(error) => {
