@@ -263,4 +263,17 @@ fn requests_with_the_same_labels_share_a_series_and_others_do_not() {
         "{timeout_line}"
     );
     assert!(timeout_line.ends_with(" 1"), "{timeout_line}");
+    // The histograms of a label set move with its counter.
+    for histogram in [
+        "istio_request_duration_milliseconds",
+        "istio_request_bytes",
+        "istio_response_bytes",
+    ] {
+        let count = format!("{histogram}_count{{");
+        let ok_count = text
+            .lines()
+            .find(|l| l.starts_with(&count) && l.contains("response_code=\"200\""))
+            .unwrap_or_else(|| panic!("no {count} line in\n{text}"));
+        assert!(ok_count.ends_with(" 2"), "{ok_count}");
+    }
 }
