@@ -82,13 +82,17 @@ declare -A url=(
 for ns in direct mesh wp; do
     "$meshctl" exec "$ns/client" -- "$bin/traffic" http "${url[$ns]}" -n 20 >/dev/null
 done
-grep -q 'dst.service=server.wp.svc' "$MESHCTL_STATE_DIR/$mesh/logs/pod-wp-waypoint.log" ||
+# The proxies write their log lines out at most 100 ms late.
+waypoint_log=$MESHCTL_STATE_DIR/$mesh/logs/pod-wp-waypoint.log
+sleep 0.3
+grep -q 'dst.service=server.wp.svc' "$waypoint_log" ||
     die "wp's requests do not reach the waypoint: see its log"
 
 # And over HTTP/2: the apps serve h2c on the same port, and the waypoint
 # forwards each request in the client's version.
 "$meshctl" exec wp/client -- h2load -n 20 -c 1 "${url[wp]}h2-warm-up" >/dev/null
-grep -q 'protocol="HTTP/2".*path=/h2-warm-up' "$MESHCTL_STATE_DIR/$mesh/logs/pod-wp-waypoint.log" ||
+sleep 0.3
+grep -q 'protocol="HTTP/2".*path=/h2-warm-up' "$waypoint_log" ||
     die "wp's HTTP/2 requests do not reach the waypoint as HTTP/2: see its log"
 
 runs=$work/runs.jsonl

@@ -19,14 +19,17 @@ fn main() -> ExitCode {
             None
         }
     };
-    match run(&args, logging) {
+    let code = match run(&args, logging) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("waypoint: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The lines still buffered, the last of them included.
+    telemetry::logging::flush();
+    code
 }
 
 fn run(args: &Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         }
     };
     tracing::debug!("{malloc}");
-    match run(args, logging) {
+    let code = match run(args, logging) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let report = report(&error);
@@ -31,7 +31,10 @@ fn main() -> ExitCode {
             eprintln!("ztunnel: {report}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The lines still buffered, the last of them included.
+    telemetry::logging::flush();
+    code
 }
 
 /// The error and its causes, each cause only once: our messages already

@@ -24,6 +24,10 @@ use tempfile::TempDir;
 
 pub mod waypoint;
 
+/// Longer than the proxies' log flush interval (100 ms), with room for a
+/// busy machine.
+const LOG_FLUSH_WAIT: Duration = Duration::from_millis(300);
+
 /// The two-node topology most scenarios share, for mesh `name`:
 /// - `ns-a/a` on node-a and `ns-b/b` on node-b, both enrolled; `a` serves
 ///   HTTP on 8080, `b` HTTP on 8080 and TCP echo on 9000;
@@ -222,8 +226,11 @@ impl Mesh {
         assert!(out.status.success(), "delete {name}: {}", text(&out));
     }
 
-    /// The log of `istiod-lite`, `ztunnel/<node>` or a pod.
+    /// The log of `istiod-lite`, `ztunnel/<node>` or a pod, with every
+    /// line logged before the call: the proxies write INFO lines out at
+    /// most 100 ms late (telemetry's log buffer), so this waits longer.
     pub fn log(&self, component: &str) -> String {
+        std::thread::sleep(LOG_FLUSH_WAIT);
         let out = self.meshctl(&["logs", component]);
         assert!(out.status.success(), "logs {component}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()

@@ -1,10 +1,13 @@
 //! The global `tracing` subscriber: human-readable lines on stderr, with a
 //! filter (`RUST_LOG` syntax) that can be changed while the process runs,
 //! which is what an admin `/logging` endpoint needs to turn on debug logs
-//! for one module without a restart.
+//! for one module without a restart. Lines are written in batches
+//! (`buffer`): call [`flush`] before the process exits.
+
+mod buffer;
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -19,6 +22,18 @@ pub enum LoggingError {
     Install(String),
     #[error("the log subscriber is gone, so its filter cannot change")]
     Gone,
+    #[error("cannot start the thread that writes the log out: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The buffer in front of stderr, once installed.
+static STDERR: OnceLock<buffer::BufferedWriter> = OnceLock::new();
+
+/// Writes out the log lines still buffered; a no-op before [`init`].
+pub fn flush() {
+    if let Some(writer) = STDERR.get() {
+        writer.flush();
+    }
 }
 
 /// Changes the filter of the installed subscriber. Cheap to clone.
@@ -44,17 +59,27 @@ pub fn init(default_filter: &str) -> Result<LogControl, LoggingError> {
 fn install(text: &str) -> Result<LogControl, LoggingError> {
     let filter = parse(text)?;
     let (filter, handle) = reload::Layer::new(filter);
-    tracing_subscriber::registry()
+    let writer = buffer::BufferedWriter::new(Box::new(std::io::stderr()), buffer::FLUSH_EVERY)
+        .map_err(LoggingError::Thread)?;
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(writer.clone())
                 // Colour only for a person at a terminal: a log file (the
                 // local mesh's, a container's) stays greppable.
                 .with_ansi(std::io::stderr().is_terminal()),
         )
-        .try_init()
-        .map_err(|e| LoggingError::Install(e.to_string()))?;
+        .try_init();
+    installed.map_err(|e| LoggingError::Install(e.to_string()))?;
+    if STDERR.set(writer.clone()).is_ok() {
+        // What was logged just before a panic is written before its message.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            writer.try_flush();
+            previous(info);
+        }));
+    }
     Ok(LogControl {
         handle,
         current: Arc::new(Mutex::new(text.to_owned())),
