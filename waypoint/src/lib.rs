@@ -46,9 +46,9 @@
 //!   `workload` state, the two waypoint types into the snapshot, NACKs for
 //!   what does not convert.
 //! - `proxy`: the data path: HBONE in, HTTP/1.1 and HTTP/2 (or TCP
-//!   passthrough) on each tunnel, the request phases, upstream connections
-//!   through HBONE to each endpoint's ztunnel, one access-log event per
-//!   request.
+//!   passthrough) on each tunnel, the request phases, WebSocket upgrades,
+//!   upstream connections through HBONE to each endpoint's ztunnel, one
+//!   access-log event per request.
 //! - `metrics`: Istio's request metrics (`istio_requests_total`, ...) with
 //!   Istio's labels; the pure label building and Envoy's response flags.
 //! - `retry`: which requests may be replayed, the jittered backoff and

@@ -3,6 +3,11 @@
 //! so that they carry the byte counts and the whole duration. The body
 //! wrappers here count bytes as they stream past; nothing is buffered.
 //!
+//! A request upgraded by a 101 (see `upgrade`) completes instead when
+//! its upgraded stream ends ([`TunnelLog`]), as Envoy logs a WebSocket:
+//! `response_code` 101, the bytes that went through the stream each way,
+//! and the duration of the whole session.
+//!
 //! `protocol` is the client's HTTP version as Envoy's `%PROTOCOL%` spells
 //! it (`HTTP/1.1`, `HTTP/2`); a gRPC request also logs `grpc_status`, the
 //! code from the response's trailers (or its head, when trailers-only),
@@ -17,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tracing::field;
 use workload::{Service, Workload};
@@ -279,6 +284,19 @@ impl Logged {
     }
 }
 
+impl Logged {
+    /// The empty body of a 101, which completes nothing: its request
+    /// completes when the upgraded stream ends ([`TunnelLog`]).
+    pub(crate) fn switching() -> Self {
+        let empty = Empty::new().map_err(|never| match never {});
+        Logged {
+            inner: UnsyncBoxBody::new(empty),
+            bytes_sent: 0,
+            log: None,
+        }
+    }
+}
+
 impl Body for Logged {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -315,6 +333,56 @@ impl Drop for Logged {
         if let Some(log) = self.log.take() {
             log.complete(self.bytes_sent);
         }
+    }
+}
+
+/// The request of an upgraded connection: completed (access log,
+/// metrics) when dropped, however its stream ends: both sides closed, an
+/// error, or the tunnel cut at the drain deadline.
+pub(crate) struct TunnelLog {
+    log: RequestLog,
+    /// Bytes written to the client through the upgraded stream.
+    sent: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for TunnelLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelLog")
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl TunnelLog ===
+
+impl TunnelLog {
+    pub(crate) fn new(log: RequestLog) -> Self {
+        TunnelLog {
+            log,
+            sent: Arc::default(),
+        }
+    }
+
+    /// The count of bytes read from the client (its request body's
+    /// count, which the stream's bytes add to).
+    pub(crate) fn received(&self) -> Arc<AtomicU64> {
+        self.log.bytes_received.clone()
+    }
+
+    /// The count of bytes written to the client.
+    pub(crate) fn sent(&self) -> Arc<AtomicU64> {
+        self.sent.clone()
+    }
+
+    /// Why the stream ended other than by both sides closing.
+    pub(crate) fn set_reason(&mut self, reason: String) {
+        self.log.reason = Some(reason);
+    }
+}
+
+impl Drop for TunnelLog {
+    fn drop(&mut self) {
+        self.log.complete(self.sent.load(Ordering::Relaxed));
     }
 }
 

@@ -161,6 +161,7 @@ impl Inner {
                 source,
                 service,
                 port,
+                upgrade: Default::default(),
             });
             let mut tunnel = match request.accept() {
                 Ok(tunnel) => tunnel,
@@ -228,20 +229,23 @@ impl Inner {
     }
 
     /// HTTP/1.1 or HTTP/2 (hyper tells them apart by the preface) until the
-    /// client closes, or drain shuts the connection down gracefully.
+    /// client closes, or drain shuts the connection down gracefully; then
+    /// what hyper handed the connection to, if anything: the stream of a
+    /// 101, until it ends (see `upgrade`).
     async fn serve_http(
         self: &Arc<Self>,
         stream: Prefixed<hbone::Tunnel>,
         downstream: Arc<Downstream>,
     ) {
         let inner = self.clone();
+        let tunnel = downstream.clone();
         let service = service_fn(move |request| {
             let inner = inner.clone();
             let downstream = downstream.clone();
             async move { Ok::<_, std::convert::Infallible>(inner.handle(&downstream, request).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut drain = self.drain_signal();
         let draining = async move {
@@ -261,6 +265,8 @@ impl Inner {
         if let Err(error) = result {
             debug!(%error, "HTTP connection on the tunnel ended with an error");
         }
+        // hyper may have handed the connection to an upgrade.
+        tunnel.upgrade.finish().await;
     }
 
     /// Not HTTP: bytes both ways to one endpoint of the service.

@@ -36,6 +36,10 @@
 //! Each request ends with one access-log event and one sample of Istio's
 //! request metrics (`access_log`, `crate::metrics`), local answers
 //! included.
+//!
+//! A WebSocket upgrade (`upgrade`) goes through the same phases in one
+//! attempt; answered 101, the tunnel then carries its bytes both ways, and
+//! the request ends when they stop.
 
 mod access_log;
 mod attempts;
@@ -47,6 +51,7 @@ mod mirror;
 mod pool;
 mod request;
 mod sniff;
+mod upgrade;
 mod upstream;
 
 use std::fmt;

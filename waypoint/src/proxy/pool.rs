@@ -33,12 +33,18 @@
 //! deadline, or its client gone) stops counting at once. Everything sits
 //! behind one lock, taken briefly and never across an await; dropping a
 //! slot takes it, so no slot is ever dropped with the lock held.
+//!
+//! An HTTP/1 connection that a 101 switches to another protocol (an
+//! upgrade, see `upgrade`) leaves hyper, and so the task that drove it,
+//! but stays open as the bytes of a tunnel: an [`UpgradedConnection`]
+//! keeps its slot counted until that tunnel ends. Such a connection is
+//! never put back.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
 use hyper::client::conn::{http1, http2};
@@ -112,6 +118,9 @@ pub(super) struct Http1Connection {
     /// Requests it has carried, for `maxRequestsPerConnection`.
     requests: u32,
     key: Arc<PoolKey>,
+    /// The slot the task driving it holds: an upgrade takes a hold of
+    /// its own (see [`Http1Connection::hold_for_upgrade`]).
+    slot: Weak<Slot>,
 }
 
 #[derive(Debug)]
@@ -165,6 +174,14 @@ pub(super) enum Checkout {
 pub(super) struct Slot {
     pool: Arc<ConnectionPool>,
     key: Arc<PoolKey>,
+}
+
+/// An upstream connection switched to another protocol by a 101,
+/// counted until dropped: when the tunnel it carries has ended. Cloned
+/// only to travel in the response's extensions.
+#[derive(Debug, Clone)]
+pub(super) struct UpgradedConnection {
+    _slot: Arc<Slot>,
 }
 
 /// A request in line for a connection, counted until dropped.
@@ -512,15 +529,27 @@ fn counts(
 // === impl Http1Connection ===
 
 impl Http1Connection {
-    /// A connection just opened, under the count of the slot of `key`.
-    pub(super) fn new(sender: http1::SendRequest<UpstreamBody>, key: Arc<PoolKey>) -> Self {
+    /// A connection just opened, counted by `slot`, which the task that
+    /// drives it holds.
+    pub(super) fn new(sender: http1::SendRequest<UpstreamBody>, slot: &Arc<Slot>) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Http1Connection {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             sender,
             requests: 0,
-            key,
+            key: slot.key.clone(),
+            slot: Arc::downgrade(slot),
         }
+    }
+
+    /// A hold on the connection's slot for a request that may switch it
+    /// to another protocol: hyper's task lets go of the connection at the
+    /// 101, the tunnel it becomes does not. `None` once the connection
+    /// has closed (then the request fails anyway).
+    pub(super) fn hold_for_upgrade(&self) -> Option<UpgradedConnection> {
+        self.slot
+            .upgrade()
+            .map(|slot| UpgradedConnection { _slot: slot })
     }
 
     /// Sends `request` (the connection must be ready), and says whether

@@ -23,6 +23,7 @@ use super::Inner;
 use super::access_log::{Counted, Logged, RequestLog, ResponseBody, strip_hop_by_hop};
 use super::attempts::{Exchange, Limit, Outcome, Replay, rebuild};
 use super::body::{Buffered, UpstreamBody, buffer};
+use super::upgrade::{self, Asked, Handoff, Requested};
 use crate::authz::{self, L7Request, Verdict};
 use crate::fault::{FaultRequest, Rolls};
 use crate::filter;
@@ -49,6 +50,10 @@ pub(crate) struct Downstream {
     /// The service whose VIP the tunnel named, and the port.
     pub(crate) service: Arc<Service>,
     pub(crate) port: u16,
+    /// What hyper hands the connection to when it ends: the stream of an
+    /// upgrade answered 101, for the tunnel to run, or an upgrade not
+    /// switched, for the tunnel to close (see `upgrade`).
+    pub(crate) upgrade: Handoff,
 }
 
 /// Where a request goes, how long it may take and how it is retried.
@@ -75,8 +80,20 @@ impl Inner {
     pub(super) async fn handle(
         &self,
         downstream: &Downstream,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> Response<ResponseBody> {
+        let asked = upgrade::asked(request.version(), request.headers());
+        let upgrade = match &asked {
+            Asked::WebSocket(protocol) => Some(Requested::take(
+                &mut request,
+                protocol.clone(),
+                &downstream.upgrade,
+            )),
+            Asked::Nothing | Asked::Unsupported(_) => {
+                downstream.upgrade.keep_unswitched(&mut request);
+                None
+            }
+        };
         let (mut parts, body) = request.into_parts();
         let trace = crate::trace::begin(
             self.tracer.as_ref(),
@@ -91,6 +108,15 @@ impl Inner {
         log.trace = trace;
         if let Err(reply) = normalized {
             return local(reply, form, log);
+        }
+        // Before policy, as Envoy refuses an upgrade no route allows.
+        if let Asked::Unsupported(protocol) = asked {
+            let reply = LocalReply::new(
+                StatusCode::FORBIDDEN,
+                "",
+                format!("upgrade to {protocol:?} refused: only websocket is served"),
+            );
+            return upgrade::refused(local(reply, form, log));
         }
         let config = self.config.snapshot();
         let state = self.mesh.snapshot();
@@ -123,6 +149,17 @@ impl Inner {
         self.retry_budgets
             .record_request(&service.hostname, std::time::Instant::now());
         let body = Counted::new(body, log.bytes_received.clone());
+        if let Some(upgrade) = upgrade {
+            // One attempt: what follows a 101 is a stream, which cannot be
+            // replayed to a retry or a mirror.
+            upgrade.restore_headers(&mut parts.headers);
+            let request = Request::from_parts(parts, UpstreamBody::streamed_whole(body));
+            let exchange = self
+                .attempt_once(&state, &service, port, request, timeouts.single_attempt())
+                .await;
+            let filters = deferred.response_filters;
+            return respond(exchange, &service, port, filters, form, log, Some(upgrade));
+        }
         let retry = retry.filter(|r| r.attempts > 0);
         let exchange = match retry {
             None if deferred.mirrors.is_empty() => {
@@ -181,6 +218,7 @@ impl Inner {
             deferred.response_filters,
             form,
             log,
+            None,
         )
     }
 
@@ -277,7 +315,9 @@ impl Inner {
 
 /// The client's answer from the last attempt: the upstream's response
 /// with the response filters, or the waypoint's own 503 or 504 (in
-/// `form`). `URX` marks an answer whose retries ran out.
+/// `form`). `URX` marks an answer whose retries ran out. An upgrade's 101
+/// switches the connection (`upgrade`); a 101 nobody asked for is the
+/// upstream's protocol error (502).
 fn respond(
     exchange: Exchange,
     service: &Service,
@@ -285,6 +325,7 @@ fn respond(
     response_filters: Vec<HeaderModifier>,
     form: ReplyForm,
     mut log: RequestLog,
+    upgrade: Option<Requested<'_>>,
 ) -> Response<ResponseBody> {
     log.attempts = exchange.attempts;
     if let Some(endpoint) = &exchange.endpoint {
@@ -295,6 +336,19 @@ fn respond(
         .retries_exhausted
         .then_some(ResponseFlag::UpstreamRetryLimitExceeded);
     match exchange.outcome {
+        Outcome::Answered(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            match upgrade {
+                Some(requested) => requested.switch(response, &response_filters, log),
+                None => {
+                    let reply = LocalReply::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream connect error or disconnect/reset before headers. reset reason: protocol error\n",
+                        "the upstream answered 101 to a request that asked for no upgrade".into(),
+                    );
+                    local(reply, form, log)
+                }
+            }
+        }
         Outcome::Answered(response) => {
             let (mut head, body) = response.into_parts();
             strip_hop_by_hop(&mut head.headers);

@@ -13,13 +13,20 @@
 //!
 //! [`Upstreams::send`] is one attempt; retries and timeouts wrap it (see
 //! `attempts`), and so bound its wait for a connection too.
+//!
+//! An upgrade request (see `upgrade`) takes a connection as any HTTP/1
+//! request does, but never gives it back: answered 101, the connection
+//! becomes the upgraded stream, and the response carries an
+//! [`UpgradedConnection`] in its extensions that keeps it counted against
+//! the service's limits until that stream ends; answered otherwise, it
+//! closes after the response.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hbone::Connector as _;
-use http::{HeaderMap, Request, Response, Version};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
@@ -31,7 +38,10 @@ use workload::{Service, TunnelProtocol, Workload};
 use super::CertFuture;
 pub(crate) use super::body::UpstreamBody;
 use super::load::{InFlight, Loads, Refusal};
-use super::pool::{Checkout, ConnectionKey, ConnectionPool, Http1Connection, Lease, Slot};
+use super::pool::{
+    Checkout, ConnectionKey, ConnectionPool, Http1Connection, Lease, Slot, UpgradedConnection,
+};
+use super::upgrade;
 use crate::balance::{BackendPolicy, Limits};
 use crate::metrics::ResponseFlag;
 
@@ -305,9 +315,12 @@ impl Upstreams {
             sender.send_request(request).await.map_err(http)
         } else {
             let (mut sender, connection) = http1::handshake(io).await.map_err(http)?;
-            tokio::spawn(drive(connection, addr, slot));
+            // With upgrades: at a 101 the connection is handed to the
+            // response (`hyper::upgrade::on`) instead of being closed.
+            let slot = Arc::new(slot);
+            tokio::spawn(drive(connection.with_upgrades(), addr, slot.clone()));
             sender.ready().await.map_err(http)?;
-            let connection = Http1Connection::new(sender, key);
+            let connection = Http1Connection::new(sender, &slot);
             self.send_http1(connection, &endpoint.limits, request)
                 .await
                 .map_err(http)
@@ -316,19 +329,33 @@ impl Upstreams {
 
     /// Sends on an HTTP/1 connection that is ready, and puts it back in
     /// the pool for the next request, unless it has carried
-    /// `maxRequestsPerConnection` requests: then it is let go, and hyper
-    /// closes it when this response is done.
+    /// `maxRequestsPerConnection` requests, or the request asks for an
+    /// upgrade: then it is let go, and hyper closes it when this response
+    /// is done, or hands it over at a 101 (counted on by the
+    /// [`UpgradedConnection`] in the response's extensions).
     fn send_http1(
         &self,
         mut connection: Http1Connection,
         limits: &Limits,
         request: Request<UpstreamBody>,
     ) -> impl Future<Output = hyper::Result<Response<Incoming>>> + use<> {
+        // Only an upgrade still has them: every other request lost them
+        // with its hop-by-hop headers (`request::prepare_upstream_head`).
+        let upgrading = upgrade::is_upgrade(request.headers());
+        let hold = upgrading.then(|| connection.hold_for_upgrade()).flatten();
         let (response, reusable) = connection.send(request, limits);
-        if reusable {
+        if reusable && !upgrading {
             self.pool.put_back(connection);
         }
-        response
+        async move {
+            let mut response = response.await?;
+            if let Some(hold) = hold
+                && response.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                response.extensions_mut().insert::<UpgradedConnection>(hold);
+            }
+            Ok(response)
+        }
     }
 }
 

@@ -129,7 +129,8 @@ fn without_limits_nothing_waits() {
     assert_eq!(pool.counts(&service(), &key()), ConnectionCounts::default());
 }
 
-/// Real hyper connections on in-memory pipes, to a server answering `ok`.
+/// Real hyper connections on in-memory pipes, to a server answering `ok`
+/// (and 101 to an upgrade).
 mod connections {
     use std::convert::Infallible;
 
@@ -142,8 +143,16 @@ mod connections {
     use super::*;
 
     fn server(io: tokio::io::DuplexStream, http2: bool) {
-        let service = service_fn(|_: http::Request<hyper::body::Incoming>| async {
-            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+        let service = service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+            let mut response = http::Response::new(Full::new(Bytes::from_static(b"ok")));
+            if request.headers().contains_key("upgrade") {
+                *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                *response.body_mut() = Full::default();
+                let headers = response.headers_mut();
+                headers.insert("connection", http::HeaderValue::from_static("upgrade"));
+                headers.insert("upgrade", http::HeaderValue::from_static("test"));
+            }
+            Ok::<_, Infallible>(response)
         });
         tokio::spawn(async move {
             let io = TokioIo::new(io);
@@ -154,6 +163,7 @@ mod connections {
             } else {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
+                    .with_upgrades()
                     .await;
             }
         });
@@ -162,16 +172,24 @@ mod connections {
     /// A connection opened under `slot`, driven by a task that holds the
     /// slot, as `upstream` does.
     async fn http1_connection(slot: Slot) -> Http1Connection {
+        http1_connection_and_driver(slot).await.0
+    }
+
+    /// As [`http1_connection`], with the task driving it.
+    async fn http1_connection_and_driver(
+        slot: Slot,
+    ) -> (Http1Connection, tokio::task::JoinHandle<()>) {
         let (client, server_side) = tokio::io::duplex(4096);
         server(server_side, false);
         let (mut sender, connection) = http1::handshake(TokioIo::new(client)).await.unwrap();
-        let key = slot.key().clone();
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(slot);
+        let slot = Arc::new(slot);
+        let connection_slot = slot.clone();
+        let driver = tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+            drop(connection_slot);
         });
         sender.ready().await.unwrap();
-        Http1Connection::new(sender, key)
+        (Http1Connection::new(sender, &slot), driver)
     }
 
     fn request(http2: bool) -> http::Request<UpstreamBody> {
@@ -240,6 +258,38 @@ mod connections {
         let in_line = waiting(pool.checkout(&service(), &key(), &limits));
         read_to_end(response.await).await;
         // Closed once its response was done: room to open another.
+        assert!(matches!(in_line.lease().await, Some(Lease::Open(_))));
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_stays_counted_until_its_stream_ends() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = limits(1, 1);
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let (mut connection, driver) = http1_connection_and_driver(slot).await;
+        let hold = connection
+            .hold_for_upgrade()
+            .expect("the connection is open");
+        let mut upgrade = request(false);
+        let headers = upgrade.headers_mut();
+        headers.insert("connection", http::HeaderValue::from_static("upgrade"));
+        headers.insert("upgrade", http::HeaderValue::from_static("test"));
+        let (response, _) = connection.send(upgrade, &limits);
+        drop(connection);
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+        let stream = hyper::upgrade::on(response)
+            .await
+            .expect("hyper hands it over");
+        // hyper's task has let go of the connection, and of its slot.
+        tokio::time::timeout(std::time::Duration::from_secs(5), driver)
+            .await
+            .expect("the driving task ends at the 101")
+            .unwrap();
+        let in_line = waiting(pool.checkout(&service(), &key(), &limits));
+        assert_eq!(pool.counts(&service(), &key()).service, 1);
+        drop(stream);
+        drop(hold);
         assert!(matches!(in_line.lease().await, Some(Lease::Open(_))));
     }
 
