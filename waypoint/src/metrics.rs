@@ -11,8 +11,8 @@
 //! recording never blocks for long (atomic updates behind a read-mostly
 //! map per metric).
 
-use std::fmt;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use http::{HeaderMap, StatusCode};
