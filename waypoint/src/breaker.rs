@@ -17,6 +17,13 @@
 //! (the count can then pass `maxConnections` by up to one per endpoint).
 //! Unlike Envoy, a request opening its own connection is not counted as
 //! waiting: only those the connection limit holds back are.
+//!
+//! A TCP passthrough takes a connection of the service's count too, for
+//! its whole life, so that HTTP and TCP share `maxConnections` as they
+//! share an Envoy cluster's circuit breaker. As Envoy's TCP proxy, it
+//! opens one only under the limit, with no exception for an endpoint
+//! without connections, and never waits: at the limit it is refused
+//! (`UO`) and closed ([`may_pass_through`]).
 
 use crate::balance::Limits;
 
@@ -67,6 +74,12 @@ pub fn may_open(limits: &Limits, counts: ConnectionCounts) -> bool {
         || limits
             .max_connections
             .is_none_or(|max| counts.service < max)
+}
+
+/// Whether a TCP passthrough may open its upstream connection while the
+/// service has `open` connections (HTTP and TCP, open or being opened).
+pub fn may_pass_through(limits: &Limits, open: u32) -> bool {
+    limits.max_connections.is_none_or(|max| open < max)
 }
 
 /// Whether a connection that has carried `requests` may carry another
@@ -138,6 +151,17 @@ mod tests {
         assert_eq!(admit(&one, counts(1, 0, 1)), Admission::Open);
         assert!(may_open(&one, counts(3, 0, 0)));
         assert!(!may_open(&one, counts(1, 1, 0)));
+    }
+
+    #[test]
+    fn a_passthrough_opens_only_under_max_connections() {
+        let one = limits(Some(1), Some(10));
+        assert!(may_pass_through(&one, 0));
+        assert!(!may_pass_through(&one, 1));
+        assert!(!may_pass_through(&one, 2));
+        assert!(may_pass_through(&Limits::default(), 100_000));
+        // The pending limit is no line for TCP.
+        assert!(!may_pass_through(&limits(Some(2), None), 2));
     }
 
     #[test]

@@ -48,9 +48,10 @@
 //! - `proxy`: the data path: HBONE in, HTTP/1.1 and HTTP/2 (or TCP
 //!   passthrough) on each tunnel, the request phases, WebSocket upgrades,
 //!   upstream connections through HBONE to each endpoint's ztunnel, one
-//!   access-log event per request.
-//! - `metrics`: Istio's request metrics (`istio_requests_total`, ...) with
-//!   Istio's labels; the pure label building and Envoy's response flags.
+//!   access-log event per request (and per TCP passthrough).
+//! - `metrics`: Istio's request metrics (`istio_requests_total`, ...) and
+//!   TCP metrics (`istio_tcp_*`, for passthrough) with Istio's labels; the
+//!   pure label building and Envoy's response flags.
 //! - `retry`: which requests may be replayed, the jittered backoff and
 //!   the per-service retry budget, all with time passed in.
 //! - `trace`: OpenTelemetry spans (a server span per request, a client

@@ -1,15 +1,24 @@
 //! The waypoint's Prometheus metrics: Istio's request metrics
 //! (`istio_requests_total`, `istio_request_duration_milliseconds`,
-//! `istio_request_bytes`, `istio_response_bytes`) with Istio's labels, as
-//! a waypoint reports them (`reporter="waypoint"`), so that dashboards and
-//! alerts written for Istio's waypoint work unchanged.
+//! `istio_request_bytes`, `istio_response_bytes`) and TCP metrics
+//! (`istio_tcp_connections_opened_total`,
+//! `istio_tcp_connections_closed_total`, `istio_tcp_sent_bytes_total`,
+//! `istio_tcp_received_bytes_total`) with Istio's labels, as a waypoint
+//! reports them (`reporter="waypoint"`), so that dashboards and alerts
+//! written for Istio's waypoint work unchanged.
 //!
 //! One sample per request, recorded with its access-log event when the
 //! response has been sent (or the client went away); the waypoint's own
 //! answers (403, 404, 503, 504, ...) count as well, with Envoy's response
-//! flags saying why. Building the labels is pure ([`RequestLabels::new`]);
-//! recording never blocks for long (atomic updates behind a read-mostly
-//! map per metric).
+//! flags saying why. Building the labels is pure ([`RequestLabels::new`],
+//! [`ConnectionLabels::new`]); recording never blocks for long (atomic
+//! updates behind a read-mostly map per metric).
+//!
+//! The TCP metrics count the tunnels passed through as TCP: opened when
+//! the upstream connection is up (or at once, with the flag that says why,
+//! when there is none: refused by the connection limit, no endpoint, the
+//! connect failed), closed with the bytes of each direction when the
+//! passthrough ends. Each series' opened minus closed is what is open.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -87,6 +96,34 @@ pub struct RequestLabels {
     pub request_protocol: Text,
     pub response_code: Text,
     pub grpc_response_status: Text,
+    pub response_flags: Text,
+    /// Always `mutual_tls`: the waypoint is only reached through HBONE.
+    pub connection_security_policy: Text,
+}
+
+/// Istio's labels of the TCP metrics: those of the request metrics
+/// without `response_code` and `grpc_response_status`, with
+/// `request_protocol="tcp"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub reporter: Text,
+    pub source_workload: Text,
+    pub source_workload_namespace: Text,
+    pub source_canonical_service: Text,
+    pub source_canonical_revision: Text,
+    pub source_principal: Text,
+    pub source_cluster: Text,
+    pub destination_workload: Text,
+    pub destination_workload_namespace: Text,
+    pub destination_canonical_service: Text,
+    pub destination_canonical_revision: Text,
+    pub destination_principal: Text,
+    pub destination_cluster: Text,
+    /// The hostname of the service the tunnel named.
+    pub destination_service: Text,
+    pub destination_service_name: Text,
+    pub destination_service_namespace: Text,
+    pub request_protocol: Text,
     pub response_flags: Text,
     /// Always `mutual_tls`: the waypoint is only reached through HBONE.
     pub connection_security_policy: Text,
@@ -184,6 +221,27 @@ pub struct Completed<'a> {
     pub flag: ResponseFlag,
 }
 
+/// What the waypoint knows of a passed-through connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    pub source: Option<&'a Workload>,
+    /// `spiffe://...`, proven by the client certificate of the tunnel.
+    pub source_principal: &'a Arc<str>,
+    /// The endpoint it goes to, once one was chosen.
+    pub destination: Option<&'a Workload>,
+    pub service: &'a Service,
+    /// Why it was refused, or `None`.
+    pub flag: ResponseFlag,
+}
+
+/// A workload's label: its field, `unknown` when absent or empty.
+fn workload_label(workload: Option<&Workload>, field: fn(&Workload) -> &Arc<str>) -> Text {
+    workload
+        .map(field)
+        .filter(|v| !v.is_empty())
+        .map_or(UNKNOWN, Text::from)
+}
+
 // === impl RequestLabels ===
 
 impl RequestLabels {
@@ -191,11 +249,7 @@ impl RequestLabels {
     /// principal (an identity has no string form to share); everything
     /// else is a shared name or a constant.
     pub fn new(request: &Completed<'_>) -> Self {
-        let of = |w: Option<&Workload>, field: fn(&Workload) -> &Arc<str>| {
-            w.map(field)
-                .filter(|v| !v.is_empty())
-                .map_or(UNKNOWN, Text::from)
-        };
+        let of = workload_label;
         let (source, destination) = (request.source, request.destination);
         let service = request.service;
         RequestLabels {
@@ -230,6 +284,39 @@ impl RequestLabels {
     }
 }
 
+// === impl ConnectionLabels ===
+
+impl ConnectionLabels {
+    /// The labels of one connection; allocates only the destination
+    /// principal, as [`RequestLabels::new`].
+    pub fn new(connection: &Connection<'_>) -> Self {
+        let of = workload_label;
+        let (source, destination) = (connection.source, connection.destination);
+        let service = connection.service;
+        ConnectionLabels {
+            reporter: Text::Static("waypoint"),
+            source_workload: of(source, |w| &w.workload_name),
+            source_workload_namespace: of(source, |w| &w.namespace),
+            source_canonical_service: of(source, |w| &w.canonical_name),
+            source_canonical_revision: of(source, |w| &w.canonical_revision),
+            source_principal: Text::from(connection.source_principal),
+            source_cluster: of(source, |w| &w.cluster_id),
+            destination_workload: of(destination, |w| &w.workload_name),
+            destination_workload_namespace: of(destination, |w| &w.namespace),
+            destination_canonical_service: of(destination, |w| &w.canonical_name),
+            destination_canonical_revision: of(destination, |w| &w.canonical_revision),
+            destination_principal: destination.map_or(UNKNOWN, |w| principal(&w.identity)),
+            destination_cluster: of(destination, |w| &w.cluster_id),
+            destination_service: Text::from(&service.hostname),
+            destination_service_name: Text::from(&service.name),
+            destination_service_namespace: Text::from(&service.namespace),
+            request_protocol: Text::Static("tcp"),
+            response_flags: Text::Static(connection.flag.code()),
+            connection_security_policy: Text::Static("mutual_tls"),
+        }
+    }
+}
+
 /// `spiffe://<td>/ns/<ns>/sa/<sa>`, Istio's form of a principal label.
 pub fn principal(identity: &Identity) -> Text {
     Text::Shared(identity.to_string().into())
@@ -256,15 +343,31 @@ pub struct Sample {
     pub response_bytes: u64,
 }
 
+/// The bytes of one passed-through connection, counted at the client's
+/// side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpSample {
+    /// Sent to the client (Istio: "sent during response").
+    pub sent_bytes: u64,
+    /// Received from the client (Istio: "received during request").
+    pub received_bytes: u64,
+}
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
-/// The request metrics, shared by every request of the waypoint.
+/// The request and TCP metrics, shared by every request and connection
+/// of the waypoint.
 #[derive(Debug)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
+    /// Per connection, not per request: the plain families are enough.
+    tcp_opened: Family<ConnectionLabels, Counter>,
+    tcp_closed: Family<ConnectionLabels, Counter>,
+    tcp_sent_bytes: Family<ConnectionLabels, Counter>,
+    tcp_received_bytes: Family<ConnectionLabels, Counter>,
     /// The four series of each label set seen, found with one lookup and
     /// a fast hash: the families each hash the whole set with SipHash (four
     /// hashes and four locks per request, 3.4% of the waypoint's CPU at
@@ -290,6 +393,10 @@ impl Default for Metrics {
             duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS_MS)),
             request_bytes: Family::new_with_constructor(|| Histogram::new(size_buckets())),
             response_bytes: Family::new_with_constructor(|| Histogram::new(size_buckets())),
+            tcp_opened: Family::default(),
+            tcp_closed: Family::default(),
+            tcp_sent_bytes: Family::default(),
+            tcp_received_bytes: Family::default(),
             series: RwLock::default(),
         }
     }
@@ -299,7 +406,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric under Istio's names (the client library adds
-    /// `_total` to the counter).
+    /// `_total` to the counters).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "istio_requests",
@@ -321,6 +428,42 @@ impl Metrics {
             "Response body sizes",
             self.response_bytes.clone(),
         );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections passed through the waypoint, counted when opened",
+            self.tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections passed through the waypoint, counted when closed",
+            self.tcp_closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the client on TCP connections, counted when closed",
+            self.tcp_sent_bytes.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the client on TCP connections, counted when closed",
+            self.tcp_received_bytes.clone(),
+        );
+    }
+
+    /// Counts a TCP connection opened.
+    pub fn tcp_opened(&self, labels: &ConnectionLabels) {
+        self.tcp_opened.get_or_create(labels).inc();
+    }
+
+    /// Counts a TCP connection closed, with its bytes.
+    pub fn tcp_closed(&self, labels: &ConnectionLabels, sample: TcpSample) {
+        self.tcp_closed.get_or_create(labels).inc();
+        self.tcp_sent_bytes
+            .get_or_create(labels)
+            .inc_by(sample.sent_bytes);
+        self.tcp_received_bytes
+            .get_or_create(labels)
+            .inc_by(sample.received_bytes);
     }
 
     /// Records one completed request.

@@ -277,3 +277,75 @@ fn requests_with_the_same_labels_share_a_series_and_others_do_not() {
         assert!(ok_count.ends_with(" 2"), "{ok_count}");
     }
 }
+
+#[test]
+fn a_passed_through_connection_is_counted_with_istios_tcp_labels() {
+    let (a, echo) = (workload("a", "a", "a"), workload("echo", "b", "echo"));
+    let echo_service = service("echo", "b");
+    let source_principal = principal_of("a", "a");
+    let labels = ConnectionLabels::new(&Connection {
+        source: Some(&a),
+        source_principal: &source_principal,
+        destination: Some(&echo),
+        service: &echo_service,
+        flag: ResponseFlag::None,
+    });
+    let metrics = Metrics::default();
+    metrics.tcp_opened(&labels);
+    let sample = TcpSample {
+        sent_bytes: 7,
+        received_bytes: 5,
+    };
+    metrics.tcp_closed(&labels, sample);
+    let text = scrape(&metrics);
+    let line = |name: &str| {
+        let prefix = format!("{name}{{");
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .to_owned()
+    };
+    let opened = line("istio_tcp_connections_opened_total");
+    for expected in [
+        "reporter=\"waypoint\"",
+        "source_workload=\"a-deploy\"",
+        "source_principal=\"spiffe://cluster.local/ns/a/sa/a\"",
+        "destination_workload=\"echo-deploy\"",
+        "destination_principal=\"spiffe://cluster.local/ns/b/sa/echo\"",
+        "destination_service=\"echo.b.svc.cluster.local\"",
+        "destination_service_name=\"echo\"",
+        "request_protocol=\"tcp\"",
+        "response_flags=\"-\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(opened.contains(expected), "{expected} missing in {opened}");
+    }
+    for request_only in ["response_code", "grpc_response_status"] {
+        assert!(!opened.contains(request_only), "{opened}");
+    }
+    assert!(opened.ends_with(" 1"), "{opened}");
+    assert!(line("istio_tcp_connections_closed_total").ends_with(" 1"));
+    assert!(line("istio_tcp_sent_bytes_total").ends_with(" 7"));
+    assert!(line("istio_tcp_received_bytes_total").ends_with(" 5"));
+    assert!(
+        !text.contains("istio_requests_total{"),
+        "no request was counted:\n{text}"
+    );
+}
+
+#[test]
+fn a_refused_connection_has_its_flag_and_no_destination_workload() {
+    let a = workload("a", "a", "a");
+    let echo_service = service("echo", "b");
+    let source_principal = principal_of("a", "a");
+    let labels = ConnectionLabels::new(&Connection {
+        source: Some(&a),
+        source_principal: &source_principal,
+        destination: None,
+        service: &echo_service,
+        flag: ResponseFlag::UpstreamOverflow,
+    });
+    assert_eq!(labels.response_flags, Text::Static("UO"));
+    assert_eq!(labels.destination_workload, Text::Static("unknown"));
+    assert_eq!(labels.destination_principal, Text::Static("unknown"));
+}

@@ -268,42 +268,6 @@ impl Inner {
         // hyper may have handed the connection to an upgrade.
         tunnel.upgrade.finish().await;
     }
-
-    /// Not HTTP: bytes both ways to one endpoint of the service.
-    async fn pass_through(&self, mut stream: Prefixed<hbone::Tunnel>, downstream: &Downstream) {
-        let state = self.mesh.snapshot();
-        let Some(endpoint) = self.upstreams.choose_endpoint(
-            state.endpoints(&downstream.service),
-            &downstream.service,
-            downstream.port,
-            &[],
-        ) else {
-            info!(dst.service = %downstream.service.hostname, "TCP passthrough: no healthy endpoint");
-            return;
-        };
-        let mut upstream = match self
-            .upstreams
-            .connect(&endpoint, self.certs.fetch(&self.identity))
-            .await
-        {
-            Ok(upstream) => upstream,
-            Err(error) => return info!(%error, "TCP passthrough: upstream connect failed"),
-        };
-        let result = hbone::copy_bidirectional(&mut stream, &mut upstream).await;
-        info!(
-            target: "access",
-            protocol = "tcp",
-            src.addr = %downstream.peer_addr,
-            src.identity = %downstream.peer_identity,
-            dst.service = %downstream.service.hostname,
-            dst.workload = %endpoint.workload.name,
-            dst.addr = %endpoint.addr,
-            bytes_sent = result.as_ref().ok().map(|t| t.b_to_a),
-            bytes_recv = result.as_ref().ok().map(|t| t.a_to_b),
-            error = result.as_ref().err().map(tracing::field::display),
-            "TCP passthrough complete",
-        );
-    }
 }
 
 /// Whether the waypoint with `identity` is `service`'s waypoint: the

@@ -9,7 +9,9 @@
 //!    the waypoint's identity) and expose the port, else 400.
 //! 3. 200, then the first bytes decide: HTTP/1 or HTTP/2 are served by
 //!    hyper on the tunnel, one request at a time or multiplexed; anything
-//!    else is passed through as TCP to an endpoint of the service.
+//!    else is passed through as TCP to an endpoint of the service
+//!    (`passthrough`), within the service's connection limit, with
+//!    Istio's TCP metrics.
 //!
 //! # Life of a request (`request`)
 //!
@@ -48,6 +50,7 @@ mod inbound;
 pub(crate) use inbound::serves;
 mod load;
 mod mirror;
+mod passthrough;
 mod pool;
 mod request;
 mod sniff;

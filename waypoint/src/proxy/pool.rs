@@ -39,6 +39,14 @@
 //! but stays open as the bytes of a tunnel: an [`UpgradedConnection`]
 //! keeps its slot counted until that tunnel ends. Such a connection is
 //! never put back.
+//!
+//! A TCP passthrough takes a [`TcpSlot`] of its service: counted in the
+//! service's connections (so against `maxConnections`, with the HTTP
+//! ones) for the passthrough's whole life, in no endpoint's, since no
+//! request can use it. It never waits: without room it is refused
+//! ([`crate::breaker::may_pass_through`]). When it ends, its room goes to
+//! the first waiting request that may open, as a closed HTTP
+//! connection's does.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -86,8 +94,8 @@ pub(super) struct ConnectionPool {
 
 #[derive(Debug, Default)]
 struct ServiceConnections {
-    /// Open or being opened, to every endpoint: what `maxConnections`
-    /// bounds.
+    /// Open or being opened, to every endpoint, TCP passthroughs
+    /// included: what `maxConnections` bounds.
     open: u32,
     /// Per endpoint (and version); an entry goes when its last connection
     /// has closed.
@@ -156,6 +164,13 @@ pub(super) enum Lease {
     Open(Slot),
 }
 
+/// A TCP passthrough refused: the service has `open` connections, its
+/// `maxConnections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TcpOverflow {
+    pub(super) open: u32,
+}
+
 /// What [`ConnectionPool::checkout`] found.
 #[derive(Debug)]
 pub(super) enum Checkout {
@@ -174,6 +189,14 @@ pub(super) enum Checkout {
 pub(super) struct Slot {
     pool: Arc<ConnectionPool>,
     key: Arc<PoolKey>,
+}
+
+/// The upstream connection of one TCP passthrough, counted in its
+/// service's connections until dropped.
+#[derive(Debug)]
+pub(super) struct TcpSlot {
+    pool: Arc<ConnectionPool>,
+    service: Arc<str>,
 }
 
 /// An upstream connection switched to another protocol by a 101,
@@ -270,6 +293,42 @@ impl ConnectionPool {
             Admission::Overflow => Checkout::Overflow {
                 waiting: counts.waiting,
             },
+        }
+    }
+
+    /// A connection of `service` for a TCP passthrough, counted until the
+    /// slot is dropped; refused when `limits` leave no room.
+    pub(super) fn open_tcp(
+        self: &Arc<Self>,
+        service: &Arc<str>,
+        limits: &Limits,
+    ) -> Result<TcpSlot, TcpOverflow> {
+        let mut services = self.lock();
+        let connections = services.entry(service.clone()).or_default();
+        if !breaker::may_pass_through(limits, connections.open) {
+            let open = connections.open;
+            if connections.is_unused() {
+                services.remove(service);
+            }
+            return Err(TcpOverflow { open });
+        }
+        connections.open += 1;
+        Ok(TcpSlot {
+            pool: self.clone(),
+            service: service.clone(),
+        })
+    }
+
+    /// A TCP slot is dropped: its passthrough has ended.
+    fn release_tcp(&self, service: &str) {
+        let mut services = self.lock();
+        let Some(connections) = services.get_mut(service) else {
+            return;
+        };
+        connections.open = connections.open.saturating_sub(1);
+        connections.grant_open();
+        if connections.is_unused() {
+            services.remove(service);
         }
     }
 
@@ -579,6 +638,14 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.pool.release(&self.key);
+    }
+}
+
+// === impl TcpSlot ===
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        self.pool.release_tcp(&self.service);
     }
 }
 

@@ -313,12 +313,13 @@ impl Switched {
     }
 }
 
-/// The client's side of a switched stream, counting the bytes each way
-/// for the access log and the metrics, also when the stream fails.
-struct Counting<S> {
-    io: S,
-    read: Arc<AtomicU64>,
-    written: Arc<AtomicU64>,
+/// The client's side of a switched stream (or of a TCP passthrough),
+/// counting the bytes each way for the access log and the metrics, also
+/// when the stream fails.
+pub(super) struct Counting<S> {
+    pub(super) io: S,
+    pub(super) read: Arc<AtomicU64>,
+    pub(super) written: Arc<AtomicU64>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {

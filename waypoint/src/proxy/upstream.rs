@@ -39,7 +39,8 @@ use super::CertFuture;
 pub(crate) use super::body::UpstreamBody;
 use super::load::{InFlight, Loads, Refusal};
 use super::pool::{
-    Checkout, ConnectionKey, ConnectionPool, Http1Connection, Lease, Slot, UpgradedConnection,
+    Checkout, ConnectionKey, ConnectionPool, Http1Connection, Lease, Slot, TcpOverflow, TcpSlot,
+    UpgradedConnection,
 };
 use super::upgrade;
 use crate::balance::{BackendPolicy, Limits};
@@ -198,6 +199,16 @@ impl Upstreams {
             std::time::Instant::now(),
         )?;
         Ok((candidates.swap_remove(chosen), in_flight))
+    }
+
+    /// A connection of `service`'s count for a TCP passthrough, held until
+    /// it ends; refused at `limits`' `maxConnections` (see `pool`).
+    pub(super) fn open_tcp(
+        &self,
+        service: &Arc<str>,
+        limits: &Limits,
+    ) -> Result<TcpSlot, TcpOverflow> {
+        self.pool.open_tcp(service, limits)
     }
 
     /// Opens a byte stream to `endpoint`: a tunnel through its ztunnel, or

@@ -129,6 +129,54 @@ fn without_limits_nothing_waits() {
     assert_eq!(pool.counts(&service(), &key()), ConnectionCounts::default());
 }
 
+#[test]
+fn a_passthrough_shares_the_service_count_and_is_refused_at_the_limit() {
+    let pool = Arc::new(ConnectionPool::default());
+    let one = limits(1, 1);
+    let tcp = pool.open_tcp(&service(), &one).expect("room for the first");
+    assert_eq!(pool.counts(&service(), &key()).service, 1);
+    // No line for TCP, and no exception for an endpoint without any.
+    assert_eq!(
+        pool.open_tcp(&service(), &one).map(drop),
+        Err(TcpOverflow { open: 1 })
+    );
+    drop(tcp);
+    assert!(pool.lock().is_empty(), "the pool forgets unused services");
+    // An HTTP connection holds the service's one connection: no room.
+    let http = opened(pool.checkout(&service(), &key(), &one));
+    assert_eq!(
+        pool.open_tcp(&service(), &one).map(drop),
+        Err(TcpOverflow { open: 1 })
+    );
+    drop(http);
+    let _tcp = pool.open_tcp(&service(), &one).expect("room again");
+}
+
+#[tokio::test]
+async fn a_passthrough_that_ends_makes_room_for_a_waiting_request() {
+    let pool = Arc::new(ConnectionPool::default());
+    let two = limits(2, 1);
+    let _http = opened(pool.checkout(&service(), &key(), &two));
+    let tcp = pool
+        .open_tcp(&service(), &two)
+        .expect("room for the second");
+    // The passthrough holds the other connection: a request waits.
+    let in_line = waiting(pool.checkout(&service(), &key(), &two));
+    drop(tcp);
+    assert!(matches!(in_line.lease().await, Some(Lease::Open(_))));
+}
+
+#[test]
+fn without_limits_passthroughs_are_never_refused() {
+    let pool = Arc::new(ConnectionPool::default());
+    let slots: Vec<TcpSlot> = (0..10)
+        .map(|_| pool.open_tcp(&service(), &Limits::default()).unwrap())
+        .collect();
+    assert_eq!(pool.counts(&service(), &key()).service, 10);
+    drop(slots);
+    assert!(pool.lock().is_empty());
+}
+
 /// Real hyper connections on in-memory pipes, to a server answering `ok`
 /// (and 101 to an upgrade).
 mod connections {
