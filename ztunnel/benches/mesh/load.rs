@@ -97,11 +97,15 @@ pub(crate) fn connection_rate(from: &PodNetns, dst: SocketAddr, duration: Durati
 pub(crate) fn hold(from: &PodNetns, dst: SocketAddr, count: usize) -> Vec<TcpStream> {
     from.run(move || {
         (0..count)
-            .map(|_| {
+            .map(|i| {
                 let mut tcp = connect(dst);
-                tcp.write_all(b"x").expect("send a byte");
+                // Which connection failed, and how: a failure here has
+                // been seen once and not again.
+                tcp.write_all(b"x")
+                    .unwrap_or_else(|e| panic!("held connection {i} of {count}: send: {e}"));
                 let mut byte = [0u8; 1];
-                tcp.read_exact(&mut byte).expect("read the echo");
+                tcp.read_exact(&mut byte)
+                    .unwrap_or_else(|e| panic!("held connection {i} of {count}: echo: {e}"));
                 tcp
             })
             .collect()
