@@ -17,7 +17,7 @@ mod policy;
 #[cfg(test)]
 mod tests;
 
-pub use self::policy::{BackendPolicy, ConvertError, Limits, Problem};
+pub use self::policy::{BackendPolicy, ConvertError, DEFAULT_IDLE_TIMEOUT, Limits, Problem};
 
 /// `loadBalancer.simple`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -24,6 +24,13 @@
 //! opens one only under the limit, with no exception for an endpoint
 //! without connections, and never waits: at the limit it is refused
 //! (`UO`) and closed ([`may_pass_through`]).
+//!
+//! `http.idleTimeout` closes an HTTP connection that has carried no
+//! request for that long ([`idle_expired`]); the pool keeps the clocks.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::balance::Limits;
 
@@ -88,6 +95,12 @@ pub fn reusable(limits: &Limits, requests: u32) -> bool {
     limits
         .max_requests_per_connection
         .is_none_or(|max| requests < max)
+}
+
+/// Whether a connection idle since `idle_since` is to be closed at `now`
+/// by `idle_timeout` (`None`: never).
+pub fn idle_expired(idle_timeout: Option<Duration>, idle_since: Instant, now: Instant) -> bool {
+    idle_timeout.is_some_and(|timeout| now.saturating_duration_since(idle_since) >= timeout)
 }
 
 #[cfg(test)]
@@ -177,5 +190,32 @@ mod tests {
             ..Limits::default()
         };
         assert!(!reusable(&keep_alive_off, 1));
+    }
+
+    #[test]
+    fn a_connection_expires_once_idle_for_the_timeout() {
+        let since = Instant::now();
+        let second = Some(Duration::from_secs(1));
+        assert!(!idle_expired(second, since, since));
+        assert!(!idle_expired(
+            second,
+            since,
+            since + Duration::from_millis(999)
+        ));
+        assert!(idle_expired(second, since, since + Duration::from_secs(1)));
+        // A clock that went back (a reuse recorded later) is not expired.
+        assert!(!idle_expired(second, since + Duration::from_secs(5), since));
+    }
+
+    #[test]
+    fn without_an_idle_timeout_a_connection_never_expires() {
+        let since = Instant::now();
+        let later = since + Duration::from_secs(365 * 24 * 3600);
+        assert!(!idle_expired(None, since, later));
+        assert_eq!(
+            Limits::default().idle_timeout,
+            Some(Duration::from_secs(3600)),
+            "Istio's default"
+        );
     }
 }

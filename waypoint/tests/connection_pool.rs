@@ -10,7 +10,11 @@
 //! - a request waiting for a connection is bounded by its route's timeout
 //!   and leaves the line when it times out;
 //! - `http.maxRequestsPerConnection: 1`: the app sees a new connection
-//!   per request; without it, one connection carries them all.
+//!   per request; without it, one connection carries them all;
+//! - `http.idleTimeout: 1s`: the waypoint closes its upstream connection
+//!   once idle for a second and opens a new one for the next request,
+//!   while, without it (Istio's default, 1 hour), a connection idle at
+//!   least as long stays open.
 
 // The helpers below are test code too: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +25,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -57,6 +62,20 @@ spec:
         maxConnections: 1
       http:
         http1MaxPendingRequests: 1
+---
+";
+
+const IDLE_ONE_SECOND: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: held
+  namespace: b
+spec:
+  host: held
+  trafficPolicy:
+    connectionPool:
+      http:
+        idleTimeout: 1s
 ---
 ";
 
@@ -107,6 +126,8 @@ spec:
 struct Held {
     /// TCP connections it has accepted.
     connections: Arc<AtomicUsize>,
+    /// Of those, the ones that have ended.
+    closed: Arc<AtomicUsize>,
     /// One message per request that has reached it.
     arrivals: mpsc::UnboundedReceiver<()>,
     /// `true`: every request held is answered, and every later one at once.
@@ -125,6 +146,10 @@ impl Held {
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
 }
 
 /// An HTTP/1 app at `addr` that answers `held <path>` once released.
@@ -133,12 +158,15 @@ async fn held_app(addr: SocketAddr) -> Held {
     let connections = Arc::new(AtomicUsize::new(0));
     let (arrived, arrivals) = mpsc::unbounded_channel();
     let (release, released) = watch::channel(false);
+    let closed = Arc::new(AtomicUsize::new(0));
     let accepted = connections.clone();
+    let ended = closed.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
             let arrived = arrived.clone();
             let released = released.clone();
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let arrived = arrived.clone();
@@ -153,11 +181,13 @@ async fn held_app(addr: SocketAddr) -> Held {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
                     .await;
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
     Held {
         connections,
+        closed,
         arrivals,
         release,
     }
@@ -370,4 +400,43 @@ async fn without_a_per_connection_limit_one_connection_carries_every_request() {
         assert_eq!((status, body), (200, format!("held /kept/{i}")));
     }
     assert_eq!(held.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_upstream_connection_is_closed_at_the_idle_timeout_and_kept_without_one() {
+    let idle = Limits {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..Limits::default()
+    };
+    let (timed_mesh, timed) = held_mesh(95, IDLE_ONE_SECOND, idle).await;
+    let (kept_mesh, kept) = held_mesh(96, "", Limits::default()).await;
+    timed.release.send_replace(true);
+    kept.release.send_replace(true);
+    // The one without an idle timeout goes first: it has been idle at
+    // least as long as the other when that one is closed.
+    let mut kept_client = client(&kept_mesh).await;
+    let answer = get(&mut kept_client, "/kept/1").await;
+    assert_eq!(answer, (200, "held /kept/1".to_owned()));
+    let mut timed_client = client(&timed_mesh).await;
+    let answer = get(&mut timed_client, "/idle/1").await;
+    assert_eq!(answer, (200, "held /idle/1".to_owned()));
+    let idle_since = Instant::now();
+    eventually("the waypoint to close its idle upstream connection", || {
+        let closed = timed.closed();
+        async move { closed == 1 }
+    })
+    .await;
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "closed at the idle timeout, not before"
+    );
+    assert_eq!(kept.closed(), 0, "Istio's default keeps it for an hour");
+    // The client kept its connection to the waypoint: only the upstream
+    // one was closed, and the next request opens another.
+    let answer = get(&mut timed_client, "/idle/2").await;
+    assert_eq!(answer, (200, "held /idle/2".to_owned()));
+    assert_eq!(timed.connections(), 2);
+    let answer = get(&mut kept_client, "/kept/2").await;
+    assert_eq!(answer, (200, "held /kept/2".to_owned()));
+    assert_eq!((kept.connections(), kept.closed()), (1, 0));
 }

@@ -101,7 +101,8 @@ pub struct TcpSettings {
     pub idle_timeout: Option<serde_json::Value>,
 }
 
-/// `connectionPool.http`: the three limits are read, the rest reported.
+/// `connectionPool.http`: the three limits and `idleTimeout` are read,
+/// the rest reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSettings {

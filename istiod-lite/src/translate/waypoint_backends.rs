@@ -4,10 +4,12 @@
 //! Read: `loadBalancer.simple` (`LEAST_REQUEST`, the default, `ROUND_ROBIN`,
 //! `RANDOM`), `connectionPool.tcp.maxConnections`,
 //! `connectionPool.http.{http1MaxPendingRequests, http2MaxRequests,
-//! maxRequestsPerConnection}` and `outlierDetection.{consecutive5xxErrors,
+//! maxRequestsPerConnection, idleTimeout}` and `outlierDetection.{consecutive5xxErrors,
 //! consecutiveGatewayErrors, interval, baseEjectionTime,
 //! maxEjectionPercent}`, with Istio's defaults filled in (5 consecutive
-//! 5xx, gateway errors off, 10 s, 30 s, 10%). Everything else of a
+//! 5xx, gateway errors off, 10 s, 30 s, 10%; an unset `idleTimeout` is
+//! left unset, which the waypoint reads as Istio's 1 hour, and `0s` turns
+//! it off, as in Envoy). Everything else of a
 //! DestinationRule (`subsets`, `portLevelSettings`, `tls`, consistent
 //! hashing, the other pool and detection fields) is reported as not
 //! applied, never dropped silently.
@@ -219,6 +221,10 @@ fn limits(pool: &ConnectionPoolSettings, notes: &mut Notes<'_>) -> pb::Connectio
             "http.maxRequestsPerConnection",
             http.max_requests_per_connection,
         ),
+        idle_timeout: http
+            .idle_timeout
+            .as_ref()
+            .and_then(|value| idle_timeout(value, notes)),
     };
     notes.unsupported(
         "connectionPool.tcp",
@@ -236,7 +242,6 @@ fn limits(pool: &ConnectionPoolSettings, notes: &mut Notes<'_>) -> pb::Connectio
         "connectionPool.http",
         &[
             ("maxRetries", http.max_retries.is_some()),
-            ("idleTimeout", http.idle_timeout.is_some()),
             ("h2UpgradePolicy", http.h2_upgrade_policy.is_some()),
             ("useClientProtocol", http.use_client_protocol.is_some()),
             (
@@ -246,6 +251,28 @@ fn limits(pool: &ConnectionPoolSettings, notes: &mut Notes<'_>) -> pb::Connectio
         ],
     );
     out
+}
+
+/// `connectionPool.http.idleTimeout`, a protobuf duration such as `"30s"`
+/// or `"1.5s"`; `0s` is sent as zero (no idle timeout). A value that is
+/// not one is reported and left unset: Istio's default, 1 hour.
+fn idle_timeout(value: &serde_json::Value, notes: &mut Notes<'_>) -> Option<prost_types::Duration> {
+    const FIELD: &str = "connectionPool.http.idleTimeout";
+    let parsed = match value {
+        serde_json::Value::String(text) => duration(FIELD, text),
+        other => Err(format!(
+            "{FIELD} {other} is not a duration string such as \"30s\""
+        )),
+    };
+    match parsed {
+        Ok(d) => Some(d),
+        Err(error) => {
+            notes.warn(format!(
+                "`{FIELD}`: {error}; the waypoint uses Istio's default, 1h"
+            ));
+            None
+        }
+    }
 }
 
 fn outlier_detection(

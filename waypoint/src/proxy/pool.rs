@@ -40,6 +40,13 @@
 //! keeps its slot counted until that tunnel ends. Such a connection is
 //! never put back.
 //!
+//! `http.idleTimeout` (see `idle`): an HTTP/1 connection free in the
+//! list for that long is taken out and let go, so hyper closes it and its
+//! slot goes; checking it out stops its clock, and it starts again when
+//! it is free again. An HTTP/2 connection on which no request has been
+//! sent for that long leaves the list the same way, and closes once the
+//! streams it still carries have ended: none is cut.
+//!
 //! A TCP passthrough takes a [`TcpSlot`] of its service: counted in the
 //! service's connections (so against `maxConnections`, with the HTTP
 //! ones) for the passthrough's whole life, in no endpoint's, since no
@@ -58,6 +65,9 @@ use std::task::{Context, Poll};
 use hyper::client::conn::{http1, http2};
 use identity::Identity;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use self::idle::IdleClock;
 
 use super::body::UpstreamBody;
 use crate::balance::Limits;
@@ -129,13 +139,22 @@ pub(super) struct Http1Connection {
     /// The slot the task driving it holds: an upgrade takes a hold of
     /// its own (see [`Http1Connection::hold_for_upgrade`]).
     slot: Weak<Slot>,
+    /// Its service's `http.idleTimeout` at its last request.
+    idle_timeout: Option<std::time::Duration>,
+    /// Set while it is free in the list; a request taking it drops it,
+    /// which stops the task that would close it.
+    idle: Option<IdleClock>,
 }
 
 #[derive(Debug)]
 struct Http2Connection {
+    /// Tells it apart in its endpoint's list, for its idle watcher.
+    id: u64,
     sender: http2::SendRequest<UpstreamBody>,
     /// Requests it has carried, for `maxRequestsPerConnection`.
     requests: u32,
+    /// When its last request was sent, for `http.idleTimeout`.
+    last_request: Instant,
 }
 
 #[derive(Debug)]
@@ -238,6 +257,7 @@ impl ConnectionPool {
                 if let Some(i) = free.http2.iter().position(|c| c.sender.is_ready()) {
                     let shared = &mut free.http2[i];
                     shared.requests += 1;
+                    shared.last_request = Instant::now();
                     let sender = shared.sender.clone();
                     if !breaker::reusable(limits, shared.requests) {
                         free.http2.swap_remove(i);
@@ -354,29 +374,33 @@ impl ConnectionPool {
             endpoint.http1.push(connection);
         }
         let pool = self.clone();
-        tokio::spawn(std::future::poll_fn(move |cx| pool.poll_free(&key, id, cx)));
+        tokio::spawn(async move {
+            if std::future::poll_fn(|cx| pool.poll_free(&key, id, cx)).await {
+                pool.close_when_idle(&key, id).await;
+            }
+        });
     }
 
     /// Ready once connection `id` of `key` is free (then handed to the
     /// first request waiting for it, if any), closed, or no longer in the
-    /// list (checked out again).
-    fn poll_free(&self, key: &PoolKey, id: u64, cx: &mut Context<'_>) -> Poll<()> {
+    /// list (checked out again); `true` when it is left free in the list.
+    fn poll_free(&self, key: &PoolKey, id: u64, cx: &mut Context<'_>) -> Poll<bool> {
         let mut services = self.lock();
         let Some(connections) = services.get_mut(&key.service) else {
-            return Poll::Ready(());
+            return Poll::Ready(false);
         };
         let Some(endpoint) = connections.endpoints.get_mut(&key.endpoint) else {
-            return Poll::Ready(());
+            return Poll::Ready(false);
         };
         let Some(i) = endpoint.http1.iter().position(|c| c.id == id) else {
-            return Poll::Ready(());
+            return Poll::Ready(false);
         };
         match endpoint.http1[i].sender.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
             // Closed: its slot goes when its task ends.
             Poll::Ready(Err(_)) => {
                 endpoint.http1.swap_remove(i);
-                Poll::Ready(())
+                Poll::Ready(false)
             }
             Poll::Ready(Ok(())) => {
                 if connections
@@ -385,9 +409,9 @@ impl ConnectionPool {
                     .any(|w| w.endpoint == key.endpoint)
                 {
                     let connection = endpoint.http1.swap_remove(i);
-                    connections.hand_free(connection);
+                    return Poll::Ready(connections.hand_free(connection));
                 }
-                Poll::Ready(())
+                Poll::Ready(true)
             }
         }
     }
@@ -397,8 +421,8 @@ impl ConnectionPool {
     /// endpoint, and pooled while it may carry more. Returns the opener's
     /// sender.
     pub(super) fn add_http2(
-        &self,
-        key: &PoolKey,
+        self: &Arc<Self>,
+        key: &Arc<PoolKey>,
         sender: http2::SendRequest<UpstreamBody>,
         limits: &Limits,
     ) -> http2::SendRequest<UpstreamBody> {
@@ -407,8 +431,10 @@ impl ConnectionPool {
             return sender;
         };
         let mut shared = Http2Connection {
+            id: next_connection_id(),
             sender: sender.clone(),
             requests: 1,
+            last_request: Instant::now(),
         };
         let waiting = std::mem::take(&mut connections.waiting);
         for waiter in waiting {
@@ -428,17 +454,30 @@ impl ConnectionPool {
             && let Some(endpoint) = connections.endpoints.get_mut(&key.endpoint)
             && endpoint.http2.len() < MAX_KEPT_PER_ENDPOINT
         {
+            let id = shared.id;
             endpoint.http2.push(shared);
+            if let Some(timeout) = limits.idle_timeout {
+                self.watch_http2_idle(key, id, timeout);
+            }
         }
         sender
     }
 
     /// A free HTTP/1 connection a waiting request was given but gave up:
-    /// to the next one waiting for its endpoint, else back to the list.
-    fn hand_on(&self, connection: Http1Connection) {
-        let mut services = self.lock();
-        if let Some(connections) = services.get_mut(&connection.key.service) {
-            connections.hand_free(connection);
+    /// to the next one waiting for its endpoint, else back to the list,
+    /// where its idle clock starts again.
+    fn hand_on(self: &Arc<Self>, connection: Http1Connection) {
+        let key = connection.key.clone();
+        let id = connection.id;
+        let listed = {
+            let mut services = self.lock();
+            services
+                .get_mut(&connection.key.service)
+                .is_some_and(|connections| connections.hand_free(connection))
+        };
+        if listed {
+            let pool = self.clone();
+            tokio::spawn(async move { pool.close_when_idle(&key, id).await });
         }
     }
 
@@ -542,8 +581,8 @@ impl ServiceConnections {
     }
 
     /// A free HTTP/1 connection: to the first request waiting for its
-    /// endpoint, else to its endpoint's list.
-    fn hand_free(&mut self, mut connection: Http1Connection) {
+    /// endpoint, else to its endpoint's list (`true`).
+    fn hand_free(&mut self, mut connection: Http1Connection) -> bool {
         while let Some(i) = self
             .waiting
             .iter()
@@ -553,23 +592,31 @@ impl ServiceConnections {
                 break;
             };
             match waiter.grant.send(Grant::Http1(connection)) {
-                Ok(()) => return,
+                Ok(()) => return false,
                 // Gone without leaving the line (it cannot, see
                 // `Waiting`'s drop); the next one.
                 Err(Grant::Http1(back)) => connection = back,
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
         if let Some(endpoint) = self.endpoints.get_mut(&connection.key.endpoint)
             && endpoint.http1.len() < MAX_KEPT_PER_ENDPOINT
         {
             endpoint.http1.push(connection);
+            return true;
         }
+        false
     }
 
     fn is_unused(&self) -> bool {
         self.open == 0 && self.waiting.is_empty()
     }
+}
+
+/// Ids for connections of both versions, unique in the process.
+fn next_connection_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 fn counts(
@@ -591,13 +638,14 @@ impl Http1Connection {
     /// A connection just opened, counted by `slot`, which the task that
     /// drives it holds.
     pub(super) fn new(sender: http1::SendRequest<UpstreamBody>, slot: &Arc<Slot>) -> Self {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Http1Connection {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_connection_id(),
             sender,
             requests: 0,
             key: slot.key.clone(),
             slot: Arc::downgrade(slot),
+            idle_timeout: None,
+            idle: None,
         }
     }
 
@@ -622,6 +670,9 @@ impl Http1Connection {
         bool,
     ) {
         self.requests += 1;
+        self.idle_timeout = limits.idle_timeout;
+        // In use: its idle clock stops, and its watcher with it.
+        self.idle = None;
         let response = self.sender.send_request(request);
         (response, breaker::reusable(limits, self.requests))
     }
@@ -688,5 +739,6 @@ impl Drop for Waiting {
     }
 }
 
+mod idle;
 #[cfg(test)]
 mod tests;

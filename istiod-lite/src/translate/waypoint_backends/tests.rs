@@ -10,6 +10,7 @@ use super::*;
 const FIXTURE: &str = include_str!("../../../tests/fixtures/waypoint_backends.yaml");
 const REVIEWS: &str = "reviews.shop.svc.cluster.local";
 const RATINGS: &str = "ratings.shop.svc.cluster.local";
+const DETAILS: &str = "details.shop.svc.cluster.local";
 
 fn translated() -> WaypointBackendsTranslated {
     let index = Index::from_yaml(FIXTURE).unwrap();
@@ -31,7 +32,10 @@ fn seconds(seconds: i64) -> Option<prost_types::Duration> {
 #[test]
 fn every_read_field_carries_over_and_the_rest_is_reported() {
     let out = translated();
-    assert_eq!(out.policies.keys().collect::<Vec<_>>(), [RATINGS, REVIEWS]);
+    assert_eq!(
+        out.policies.keys().collect::<Vec<_>>(),
+        [DETAILS, RATINGS, REVIEWS]
+    );
     let reviews = &out.policies[REVIEWS];
     assert_eq!(reviews.load_balancer, PbBalancer::RoundRobin as i32);
     assert_eq!(
@@ -41,6 +45,10 @@ fn every_read_field_carries_over_and_the_rest_is_reported() {
             max_pending_requests: 2,
             max_requests: 1,
             max_requests_per_connection: 100,
+            idle_timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 500_000_000,
+            }),
         })
     );
     assert_eq!(
@@ -54,7 +62,8 @@ fn every_read_field_carries_over_and_the_rest_is_reported() {
         })
     );
     let messages = messages_about(&out, "shop/reviews");
-    // The four limits are applied by the waypoint: nothing to report.
+    // The four limits and the idle timeout are applied by the waypoint:
+    // nothing to report.
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert!(
         messages
@@ -83,6 +92,7 @@ fn defaults_are_istios_and_a_bad_value_falls_back_alone() {
     let out = translated();
     let ratings = &out.policies[RATINGS];
     assert_eq!(ratings.load_balancer, PbBalancer::LeastRequest as i32);
+    // The bad idleTimeout is left unset: the waypoint's default, 1h.
     assert_eq!(ratings.limits, Some(pb::ConnectionLimits::default()));
     assert_eq!(
         ratings.outlier_detection,
@@ -109,6 +119,24 @@ fn defaults_are_istios_and_a_bad_value_falls_back_alone() {
         "{messages:?}"
     );
     assert!(
+        has(
+            "`connectionPool.http.idleTimeout`: connectionPool.http.idleTimeout \"forever\" is \
+             not a duration"
+        ),
+        "{messages:?}"
+    );
+    let bad = out
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("\"forever\""))
+        .unwrap();
+    // The report names the rule and the field.
+    assert!(
+        bad.to_string()
+            .starts_with("warning: DestinationRule shop/ratings ("),
+        "{bad}"
+    );
+    assert!(
         has("`outlierDetection.maxEjectionPercent: 150`"),
         "{messages:?}"
     );
@@ -122,4 +150,36 @@ fn every_resource_converts_in_the_waypoint() {
             panic!("{name}: the waypoint rejects it: {error}");
         }
     }
+}
+
+#[test]
+fn idle_timeout_zero_is_sent_as_zero_and_tcp_idle_timeout_is_reported() {
+    let out = translated();
+    let details = &out.policies[DETAILS];
+    assert_eq!(
+        details.limits,
+        Some(pb::ConnectionLimits {
+            idle_timeout: seconds(0),
+            ..pb::ConnectionLimits::default()
+        })
+    );
+    let messages = messages_about(&out, "shop/details");
+    assert_eq!(
+        messages,
+        ["`connectionPool.tcp.idleTimeout` is not supported by the waypoint; it is ignored"]
+    );
+    let policy = waypoint::balance::BackendPolicy::try_from(details.clone()).unwrap();
+    assert_eq!(policy.limits.idle_timeout, None, "0s: no idle timeout");
+    let reviews =
+        waypoint::balance::BackendPolicy::try_from(out.policies[REVIEWS].clone()).unwrap();
+    assert_eq!(
+        reviews.limits.idle_timeout,
+        Some(std::time::Duration::from_millis(1500))
+    );
+    let ratings =
+        waypoint::balance::BackendPolicy::try_from(out.policies[RATINGS].clone()).unwrap();
+    assert_eq!(
+        ratings.limits.idle_timeout,
+        Some(waypoint::balance::DEFAULT_IDLE_TIMEOUT)
+    );
 }

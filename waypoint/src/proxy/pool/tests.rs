@@ -187,11 +187,16 @@ mod connections {
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
+    use std::time::Duration;
+
     use super::super::super::body::KeptBody;
     use super::*;
 
     fn server(io: tokio::io::DuplexStream, http2: bool) {
         let service = service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+            if request.uri().path() == "/slow" {
+                tokio::time::sleep(SLOW).await;
+            }
             let mut response = http::Response::new(Full::new(Bytes::from_static(b"ok")));
             if request.headers().contains_key("upgrade") {
                 *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
@@ -238,6 +243,56 @@ mod connections {
         });
         sender.ready().await.unwrap();
         (Http1Connection::new(sender, &slot), driver)
+    }
+
+    /// How long the server takes to answer `/slow`.
+    const SLOW: Duration = Duration::from_secs(5);
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn idle_after_a_second() -> Limits {
+        Limits {
+            idle_timeout: Some(SECOND),
+            ..limits(1, 5)
+        }
+    }
+
+    /// A request the server answers after [`SLOW`].
+    fn slow_request(http2: bool) -> http::Request<UpstreamBody> {
+        let mut request = request(http2);
+        *request.uri_mut() = if http2 {
+            http::Uri::from_static("http://b/slow")
+        } else {
+            http::Uri::from_static("/slow")
+        };
+        request
+    }
+
+    /// Lets the pool's tasks run (its watchers start their clocks).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A new HTTP/2 connection for `key` under `slot`, added to the pool:
+    /// the opener's sender.
+    async fn http2_connection(
+        pool: &Arc<ConnectionPool>,
+        slot: Slot,
+        limits: &Limits,
+    ) -> http2::SendRequest<UpstreamBody> {
+        let (client, server_side) = tokio::io::duplex(4096);
+        server(server_side, true);
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+        let pool_key = slot.key().clone();
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+        pool.add_http2(&pool_key, sender, limits)
     }
 
     fn request(http2: bool) -> http::Request<UpstreamBody> {
@@ -377,5 +432,165 @@ mod connections {
         drop((opener, shared));
         // Nobody holds it any more: it closes, and its room goes on.
         assert!(matches!(second.lease().await, Some(Lease::Open(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_http1_connection_closes_once_idle_for_the_timeout() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = idle_after_a_second();
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let (mut connection, mut driver) = http1_connection_and_driver(slot).await;
+        let (response, _) = connection.send(request(false), &limits);
+        pool.put_back(connection);
+        read_to_end(response.await).await;
+        let free = Instant::now();
+        settle().await;
+        tokio::time::advance(SECOND - Duration::from_millis(1)).await;
+        settle().await;
+        assert!(!driver.is_finished(), "open until the timeout");
+        tokio::time::timeout(SECOND, &mut driver)
+            .await
+            .expect("closed at the timeout")
+            .unwrap();
+        assert!(free.elapsed() >= SECOND);
+        // Its slot is gone: the service counts no connection.
+        assert_eq!(pool.counts(&service(), &key()).service, 0);
+        assert!(matches!(
+            pool.checkout(&service(), &key(), &limits),
+            Checkout::Ready(Lease::Open(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reusing_an_http1_connection_restarts_its_idle_clock() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = idle_after_a_second();
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let (mut connection, mut driver) = http1_connection_and_driver(slot).await;
+        let (response, _) = connection.send(request(false), &limits);
+        pool.put_back(connection);
+        read_to_end(response.await).await;
+        settle().await;
+        tokio::time::advance(Duration::from_millis(700)).await;
+        let Checkout::Ready(Lease::Http1(mut connection)) =
+            pool.checkout(&service(), &key(), &limits)
+        else {
+            panic!("the free connection is checked out again");
+        };
+        let (response, _) = connection.send(request(false), &limits);
+        pool.put_back(connection);
+        read_to_end(response.await).await;
+        let free_again = Instant::now();
+        settle().await;
+        // 1.4 s after it first came free, 0.7 s after its reuse.
+        tokio::time::advance(Duration::from_millis(700)).await;
+        settle().await;
+        assert!(!driver.is_finished(), "reuse restarted the clock");
+        tokio::time::timeout(SECOND, &mut driver)
+            .await
+            .expect("closed a second after its last request")
+            .unwrap();
+        assert!(free_again.elapsed() >= SECOND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_http1_connection_is_not_closed_by_the_idle_timeout() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = idle_after_a_second();
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let (mut connection, mut driver) = http1_connection_and_driver(slot).await;
+        let (response, _) = connection.send(slow_request(false), &limits);
+        pool.put_back(connection);
+        // Five times the idle timeout in use: answered whole.
+        read_to_end(response.await).await;
+        settle().await;
+        assert!(!driver.is_finished());
+        tokio::time::timeout(SECOND * 2, &mut driver)
+            .await
+            .expect("closed once idle")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_idle_timeout_a_free_connection_stays_open() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = Limits {
+            idle_timeout: None,
+            ..limits(1, 1)
+        };
+        let slot = opened(pool.checkout(&service(), &key(), &limits));
+        let (mut connection, mut driver) = http1_connection_and_driver(slot).await;
+        let (response, _) = connection.send(request(false), &limits);
+        pool.put_back(connection);
+        read_to_end(response.await).await;
+        let day = Duration::from_secs(24 * 3600);
+        assert!(
+            tokio::time::timeout(day, &mut driver).await.is_err(),
+            "still open a day later"
+        );
+        assert!(matches!(
+            pool.checkout(&service(), &key(), &limits),
+            Checkout::Ready(Lease::Http1(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_http2_connection_leaves_the_pool_unless_reused() {
+        let pool = Arc::new(ConnectionPool::default());
+        let key = ConnectionKey {
+            http2: true,
+            ..key()
+        };
+        let limits = idle_after_a_second();
+        let slot = opened(pool.checkout(&service(), &key, &limits));
+        let mut opener = http2_connection(&pool, slot, &limits).await;
+        read_to_end(opener.send_request(request(true)).await).await;
+        drop(opener);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let Checkout::Ready(Lease::Http2(mut shared)) = pool.checkout(&service(), &key, &limits)
+        else {
+            panic!("shared while used within the timeout");
+        };
+        read_to_end(shared.send_request(request(true)).await).await;
+        drop(shared);
+        // 1.4 s after it was opened, 0.7 s after its last request.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let Checkout::Ready(Lease::Http2(shared)) = pool.checkout(&service(), &key, &limits) else {
+            panic!("the last request restarted its clock");
+        };
+        drop(shared);
+        tokio::time::sleep(SECOND + Duration::from_millis(1)).await;
+        // Idle for the timeout: closed, and its room is free.
+        settle().await;
+        assert_eq!(pool.counts(&service(), &key).service, 0);
+        assert!(matches!(
+            pool.checkout(&service(), &key, &limits),
+            Checkout::Ready(Lease::Open(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_stream_in_flight_is_not_cut_by_the_idle_timeout() {
+        let pool = Arc::new(ConnectionPool::default());
+        let key = ConnectionKey {
+            http2: true,
+            ..key()
+        };
+        let limits = idle_after_a_second();
+        let slot = opened(pool.checkout(&service(), &key, &limits));
+        let mut opener = http2_connection(&pool, slot, &limits).await;
+        let slow = tokio::spawn(async move {
+            read_to_end(opener.send_request(slow_request(true)).await).await
+        });
+        tokio::time::sleep(SECOND * 2).await;
+        // Out of the pool, still counted while its stream runs: the next
+        // request waits for room.
+        let in_line = waiting(pool.checkout(&service(), &key, &limits));
+        tokio::time::timeout(SLOW, slow)
+            .await
+            .expect("the slow response comes")
+            .unwrap();
+        // Closed once its stream ended: room for the waiting request.
+        assert!(matches!(in_line.lease().await, Some(Lease::Open(_))));
     }
 }
