@@ -71,11 +71,11 @@ impl EncodeLabelValue for Text {
 
 const UNKNOWN: Text = Text::Static("unknown");
 
-/// Istio's labels of the request metrics, as a waypoint fills them. An
-/// unknown value is `unknown`, as in Istio; `grpc_response_status` is
-/// empty unless the request is gRPC and its status arrived.
+/// The labels Istio's request and TCP metrics share, first in both: who
+/// called, which workload answered, which service was asked. An unknown
+/// value is `unknown`, as in Istio.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct RequestLabels {
+pub struct PeerLabels {
     pub reporter: Text,
     pub source_workload: Text,
     pub source_workload_namespace: Text,
@@ -89,10 +89,20 @@ pub struct RequestLabels {
     pub destination_canonical_revision: Text,
     pub destination_principal: Text,
     pub destination_cluster: Text,
-    /// The hostname of the service the request went to (after routing).
+    /// The hostname of the service the request went to (after routing),
+    /// or the one the tunnel named.
     pub destination_service: Text,
     pub destination_service_name: Text,
     pub destination_service_namespace: Text,
+}
+
+/// Istio's labels of the request metrics, as a waypoint fills them;
+/// `grpc_response_status` is empty unless the request is gRPC and its
+/// status arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    #[prometheus(flatten)]
+    pub peers: PeerLabels,
     pub request_protocol: Text,
     pub response_code: Text,
     pub grpc_response_status: Text,
@@ -106,23 +116,8 @@ pub struct RequestLabels {
 /// `request_protocol="tcp"`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ConnectionLabels {
-    pub reporter: Text,
-    pub source_workload: Text,
-    pub source_workload_namespace: Text,
-    pub source_canonical_service: Text,
-    pub source_canonical_revision: Text,
-    pub source_principal: Text,
-    pub source_cluster: Text,
-    pub destination_workload: Text,
-    pub destination_workload_namespace: Text,
-    pub destination_canonical_service: Text,
-    pub destination_canonical_revision: Text,
-    pub destination_principal: Text,
-    pub destination_cluster: Text,
-    /// The hostname of the service the tunnel named.
-    pub destination_service: Text,
-    pub destination_service_name: Text,
-    pub destination_service_namespace: Text,
+    #[prometheus(flatten)]
+    pub peers: PeerLabels,
     pub request_protocol: Text,
     pub response_flags: Text,
     /// Always `mutual_tls`: the waypoint is only reached through HBONE.
@@ -242,23 +237,25 @@ fn workload_label(workload: Option<&Workload>, field: fn(&Workload) -> &Arc<str>
         .map_or(UNKNOWN, Text::from)
 }
 
-// === impl RequestLabels ===
+// === impl PeerLabels ===
 
-impl RequestLabels {
-    /// The labels of one request. Allocates only the destination
-    /// principal (an identity has no string form to share); everything
-    /// else is a shared name or a constant.
-    pub fn new(request: &Completed<'_>) -> Self {
+impl PeerLabels {
+    /// Allocates only the destination principal (an identity has no string
+    /// form to share); everything else is a shared name or a constant.
+    fn new(
+        source: Option<&Workload>,
+        source_principal: &Arc<str>,
+        destination: Option<&Workload>,
+        service: &Service,
+    ) -> Self {
         let of = workload_label;
-        let (source, destination) = (request.source, request.destination);
-        let service = request.service;
-        RequestLabels {
+        PeerLabels {
             reporter: Text::Static("waypoint"),
             source_workload: of(source, |w| &w.workload_name),
             source_workload_namespace: of(source, |w| &w.namespace),
             source_canonical_service: of(source, |w| &w.canonical_name),
             source_canonical_revision: of(source, |w| &w.canonical_revision),
-            source_principal: Text::from(request.source_principal),
+            source_principal: Text::from(source_principal),
             source_cluster: of(source, |w| &w.cluster_id),
             destination_workload: of(destination, |w| &w.workload_name),
             destination_workload_namespace: of(destination, |w| &w.namespace),
@@ -269,6 +266,22 @@ impl RequestLabels {
             destination_service: Text::from(&service.hostname),
             destination_service_name: Text::from(&service.name),
             destination_service_namespace: Text::from(&service.namespace),
+        }
+    }
+}
+
+// === impl RequestLabels ===
+
+impl RequestLabels {
+    /// The labels of one request.
+    pub fn new(request: &Completed<'_>) -> Self {
+        RequestLabels {
+            peers: PeerLabels::new(
+                request.source,
+                request.source_principal,
+                request.destination,
+                request.service,
+            ),
             request_protocol: Text::Static(match request.protocol {
                 RequestProtocol::Http => "http",
                 RequestProtocol::Grpc => "grpc",
@@ -287,29 +300,15 @@ impl RequestLabels {
 // === impl ConnectionLabels ===
 
 impl ConnectionLabels {
-    /// The labels of one connection; allocates only the destination
-    /// principal, as [`RequestLabels::new`].
+    /// The labels of one connection.
     pub fn new(connection: &Connection<'_>) -> Self {
-        let of = workload_label;
-        let (source, destination) = (connection.source, connection.destination);
-        let service = connection.service;
         ConnectionLabels {
-            reporter: Text::Static("waypoint"),
-            source_workload: of(source, |w| &w.workload_name),
-            source_workload_namespace: of(source, |w| &w.namespace),
-            source_canonical_service: of(source, |w| &w.canonical_name),
-            source_canonical_revision: of(source, |w| &w.canonical_revision),
-            source_principal: Text::from(connection.source_principal),
-            source_cluster: of(source, |w| &w.cluster_id),
-            destination_workload: of(destination, |w| &w.workload_name),
-            destination_workload_namespace: of(destination, |w| &w.namespace),
-            destination_canonical_service: of(destination, |w| &w.canonical_name),
-            destination_canonical_revision: of(destination, |w| &w.canonical_revision),
-            destination_principal: destination.map_or(UNKNOWN, |w| principal(&w.identity)),
-            destination_cluster: of(destination, |w| &w.cluster_id),
-            destination_service: Text::from(&service.hostname),
-            destination_service_name: Text::from(&service.name),
-            destination_service_namespace: Text::from(&service.namespace),
+            peers: PeerLabels::new(
+                connection.source,
+                connection.source_principal,
+                connection.destination,
+                connection.service,
+            ),
             request_protocol: Text::Static("tcp"),
             response_flags: Text::Static(connection.flag.code()),
             connection_security_policy: Text::Static("mutual_tls"),
@@ -402,6 +401,17 @@ impl Default for Metrics {
     }
 }
 
+// === impl Series ===
+
+impl Series {
+    fn record(&self, sample: &Sample) {
+        self.requests.inc();
+        self.duration.observe(sample.duration_ms);
+        self.request_bytes.observe(sample.request_bytes as f64);
+        self.response_bytes.observe(sample.response_bytes as f64);
+    }
+}
+
 // === impl Metrics ===
 
 impl Metrics {
@@ -466,19 +476,12 @@ impl Metrics {
             .inc_by(sample.received_bytes);
     }
 
-    /// Records one completed request.
+    /// Records one completed request: in place under the read lock once
+    /// its label set is known, no handle cloned.
     pub fn record(&self, labels: &RequestLabels, sample: Sample) {
-        let series = self.series_of(labels);
-        series.requests.inc();
-        series.duration.observe(sample.duration_ms);
-        series.request_bytes.observe(sample.request_bytes as f64);
-        series.response_bytes.observe(sample.response_bytes as f64);
-    }
-
-    fn series_of(&self, labels: &RequestLabels) -> Series {
         let known = self.series.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(series) = known.get(labels) {
-            return series.clone();
+            return series.record(&sample);
         }
         drop(known);
         let series = Series {
@@ -492,7 +495,7 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .entry(labels.clone())
             .or_insert(series)
-            .clone()
+            .record(&sample);
     }
 }
 

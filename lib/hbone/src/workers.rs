@@ -69,16 +69,6 @@ impl Workers {
         })
     }
 
-    /// How many worker threads there are.
-    pub fn len(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Never true: there is always a worker.
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
-    }
-
     /// Open connections per worker, in worker order.
     pub fn open_connections(&self) -> Vec<usize> {
         self.workers

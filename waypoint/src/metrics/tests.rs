@@ -140,8 +140,8 @@ fn a_local_answer_has_no_destination_workload_and_says_why() {
         grpc_status: None,
         flag: ResponseFlag::NoRoute,
     });
-    assert_eq!(labels.destination_workload, UNKNOWN);
-    assert_eq!(labels.destination_principal, UNKNOWN);
+    assert_eq!(labels.peers.destination_workload, UNKNOWN);
+    assert_eq!(labels.peers.destination_principal, UNKNOWN);
     assert_eq!(labels.response_code, Text::Number(404));
     assert_eq!(labels.response_flags, Text::Static("NR"));
     // An unknown source (no workload at the tunnel's address) still has
@@ -159,9 +159,9 @@ fn a_local_answer_has_no_destination_workload_and_says_why() {
             flag: ResponseFlag::None,
         }
     });
-    assert_eq!(unknown_source.source_workload, UNKNOWN);
+    assert_eq!(unknown_source.peers.source_workload, UNKNOWN);
     assert_eq!(
-        unknown_source.source_principal,
+        unknown_source.peers.source_principal,
         Text::from(&source_principal)
     );
     assert_eq!(unknown_source.response_code, Text::Number(0));
@@ -346,6 +346,6 @@ fn a_refused_connection_has_its_flag_and_no_destination_workload() {
         flag: ResponseFlag::UpstreamOverflow,
     });
     assert_eq!(labels.response_flags, Text::Static("UO"));
-    assert_eq!(labels.destination_workload, Text::Static("unknown"));
-    assert_eq!(labels.destination_principal, Text::Static("unknown"));
+    assert_eq!(labels.peers.destination_workload, Text::Static("unknown"));
+    assert_eq!(labels.peers.destination_principal, Text::Static("unknown"));
 }

@@ -34,7 +34,7 @@ struct Sink {
 }
 
 /// One event's writer: its line joins the buffer, and when it is urgent or
-/// the buffer is full, the buffer goes out as the writer is dropped.
+/// the buffer is full, the buffer goes out with it, under one lock.
 pub(super) struct EventWriter<'a> {
     shared: &'a Mutex<Sink>,
     urgent: bool,
@@ -123,21 +123,16 @@ impl Sink {
 
 impl Write for EventWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        lock(self.shared).pending.extend_from_slice(buf);
+        let mut sink = lock(self.shared);
+        sink.pending.extend_from_slice(buf);
+        if self.urgent || sink.pending.len() >= FLUSH_AT {
+            sink.write_out();
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl Drop for EventWriter<'_> {
-    fn drop(&mut self) {
-        let mut sink = lock(self.shared);
-        if self.urgent || sink.pending.len() >= FLUSH_AT {
-            sink.write_out();
-        }
     }
 }
 

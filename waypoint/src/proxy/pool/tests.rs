@@ -8,6 +8,13 @@ fn key() -> ConnectionKey {
     }
 }
 
+fn http2_key() -> ConnectionKey {
+    ConnectionKey {
+        http2: true,
+        ..key()
+    }
+}
+
 fn other_key() -> ConnectionKey {
     ConnectionKey {
         addr: SocketAddr::from(([10, 0, 0, 2], 8080)),
@@ -399,10 +406,7 @@ mod connections {
     #[tokio::test]
     async fn a_new_http2_connection_is_shared_with_the_requests_waiting_for_it() {
         let pool = Arc::new(ConnectionPool::default());
-        let key = ConnectionKey {
-            http2: true,
-            ..key()
-        };
+        let key = http2_key();
         let limits = Limits {
             max_requests_per_connection: Some(2),
             ..limits(1, 5)
@@ -537,10 +541,7 @@ mod connections {
     #[tokio::test(start_paused = true)]
     async fn an_idle_http2_connection_leaves_the_pool_unless_reused() {
         let pool = Arc::new(ConnectionPool::default());
-        let key = ConnectionKey {
-            http2: true,
-            ..key()
-        };
+        let key = http2_key();
         let limits = idle_after_a_second();
         let slot = opened(pool.checkout(&service(), &key, &limits));
         let mut opener = http2_connection(&pool, slot, &limits).await;
@@ -572,10 +573,7 @@ mod connections {
     #[tokio::test(start_paused = true)]
     async fn an_http2_stream_in_flight_is_not_cut_by_the_idle_timeout() {
         let pool = Arc::new(ConnectionPool::default());
-        let key = ConnectionKey {
-            http2: true,
-            ..key()
-        };
+        let key = http2_key();
         let limits = idle_after_a_second();
         let slot = opened(pool.checkout(&service(), &key, &limits));
         let mut opener = http2_connection(&pool, slot, &limits).await;
