@@ -197,9 +197,9 @@ async fn marked_connector_sockets_reach_the_real_destination() {
     let t = Topology::with_rules();
     let capture = t.pod_listener(Ipv4Addr::UNSPECIFIED, 15001);
     let peer = t.node_listener(t.node_ip, 8080);
-    let connector = NetnsConnector::new(t.pod.clone(), MARK).unwrap();
+    let connector = NetnsConnector::new(t.pod.clone(), MARK);
 
-    // Twice: the socket thread serves more than one request.
+    // Twice: one connector makes any number of sockets.
     for _ in 0..2 {
         let stream = connector.connect((t.node_ip, 8080).into()).await.unwrap();
         assert_eq!(SockRef::from(&stream).mark().unwrap(), MARK);
@@ -210,12 +210,41 @@ async fn marked_connector_sockets_reach_the_real_destination() {
     untouched(&capture, "the outbound capture listener");
 }
 
+/// The namespace the calling thread is in, as `ls -L -i` names it.
+fn thread_netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn connector_returns_the_thread_to_its_own_namespace() {
+    let t = Topology::with_rules();
+    let peer = t.node_listener(t.node_ip, 8080);
+    let connector = NetnsConnector::new(t.pod.clone(), MARK);
+    let home = thread_netns_inode();
+    assert_ne!(home, t.pod.inode(), "the test must start outside the pod");
+
+    for _ in 0..2 {
+        let stream = connector.connect((t.node_ip, 8080).into()).await.unwrap();
+        // Made in the pod...
+        let (_, from) = accepted(&peer, "the real destination");
+        assert_eq!(from.ip(), t.pod_ip, "the socket must be made in the pod");
+        assert_eq!(stream.local_addr().unwrap(), from);
+        // ...by a thread that is back where it was.
+        assert_eq!(
+            thread_netns_inode(),
+            home,
+            "the thread must leave the pod's namespace once the socket is made"
+        );
+    }
+}
+
 #[tokio::test]
 async fn connector_sockets_without_the_mark_are_redirected() {
     let t = Topology::with_rules();
     let capture = t.pod_listener(Ipv4Addr::UNSPECIFIED, 15001);
     let peer = t.node_listener(t.node_ip, 8080);
-    let connector = NetnsConnector::new(t.pod.clone(), MARK + 1).unwrap();
+    let connector = NetnsConnector::new(t.pod.clone(), MARK + 1);
 
     let _stream = connector.connect((t.node_ip, 8080).into()).await.unwrap();
 
@@ -229,7 +258,7 @@ async fn connector_reaches_the_pods_own_app_unredirected() {
     let inbound = t.pod_listener(Ipv4Addr::UNSPECIFIED, 15006);
     let outbound = t.pod_listener(Ipv4Addr::UNSPECIFIED, 15001);
     let app = t.pod_listener(Ipv4Addr::UNSPECIFIED, 80);
-    let connector = NetnsConnector::new(t.pod.clone(), MARK).unwrap();
+    let connector = NetnsConnector::new(t.pod.clone(), MARK);
 
     let _stream = connector.connect((t.pod_ip, 80).into()).await.unwrap();
 

@@ -5,11 +5,14 @@
 //! process exits and its pid is reused.
 //!
 //! Entering a namespace (`setns(2)`) changes the namespace of the calling
-//! *thread*, and every socket created afterwards on it. A tokio worker must
-//! never do that: it would silently move every task that later runs on it.
-//! So work in a namespace runs on a short-lived OS thread made for it
+//! *thread*, and every socket created afterwards on it. A tokio worker left
+//! there would silently move every task that later runs on it. So work in
+//! a namespace runs on a short-lived OS thread made for it
 //! ([`PodNetns::run`]); what it creates (a listener, a socket) stays in the
 //! namespace after the thread is gone and is then driven by tokio as usual.
+//! The one exception is the per-connection socket of
+//! [`NetnsConnector`](super::NetnsConnector): the worker enters, makes it
+//! and returns within one synchronous call.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -128,7 +131,7 @@ impl PodNetns {
     }
 
     /// Moves the calling thread into this namespace. Only for threads made
-    /// for that purpose (see the module doc).
+    /// for that purpose, or that return at once (see the module doc).
     pub(crate) fn enter_current_thread(&self) -> Result<(), Error> {
         nix::sched::setns(&self.inner.file, CloneFlags::CLONE_NEWNET).map_err(|source| {
             Error::Enter {

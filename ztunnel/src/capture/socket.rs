@@ -7,98 +7,49 @@
 //! Only creation needs the namespace: connecting, reading and writing are
 //! ordinary tokio I/O afterwards.
 //!
-//! Spawning a thread per connection would put a thread spawn on every
-//! connection's critical path, so each [`NetnsConnector`] keeps one OS
-//! thread that entered the namespace once and makes sockets on request; a
-//! connection costs a channel round trip.
+//! The calling thread, a tokio worker, enters the pod's namespace, makes the
+//! socket and returns to its own namespace, all in one synchronous call:
+//! nothing else can run on the thread in between. It costs two `setns(2)`
+//! calls. Handing the work to a thread that lives in the namespace cost a
+//! wake-up of that thread and of the task on every new connection, on a
+//! machine whose cores are busy with the traffic itself (docs/performance.md).
+//! A thread that cannot return would make its later sockets in the pod, so
+//! then the process aborts rather than run on.
 
+use std::cell::OnceCell;
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::mpsc;
 
 use hbone::{ConnectFuture, Connector};
+use nix::sched::CloneFlags;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::TcpSocket;
-use tokio::sync::oneshot;
-use tracing::debug;
 
-use super::{Error, PodNetns};
+use super::PodNetns;
 
-/// Stack of a socket thread, which only calls `socket(2)` and `setsockopt(2)`.
-const SOCKET_THREAD_STACK: usize = 128 * 1024;
-
-/// A request to the namespace's socket thread.
-struct SocketRequest {
-    domain: Domain,
-    reply: oneshot::Sender<io::Result<Socket>>,
+thread_local! {
+    /// The namespace this thread runs in outside [`in_netns`], opened the
+    /// first time the thread makes a socket in a pod.
+    static HOME: OnceCell<File> = const { OnceCell::new() };
 }
 
 /// Opens marked TCP connections from inside a pod's network namespace; the
-/// HBONE pool's [`Connector`] for that pod.
-///
-/// Clones share one socket thread. The thread ends when the last clone is
-/// dropped (its request channel closes).
+/// HBONE pool's [`Connector`] for that pod. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct NetnsConnector {
     /// The pod's namespace, where the sockets are made.
     netns: PodNetns,
     /// `SO_MARK` of every socket, which the pod's rules let through.
     mark: u32,
-    /// Requests to the socket thread.
-    requests: mpsc::Sender<SocketRequest>,
 }
 
 // === impl NetnsConnector ===
 
 impl NetnsConnector {
-    /// Starts the socket thread for `netns`, returning once it has entered
-    /// the namespace (or failed to). Blocking for that short while.
-    pub fn new(netns: PodNetns, mark: u32) -> Result<Self, Error> {
-        let (requests, incoming) = mpsc::channel::<SocketRequest>();
-        let (entered_tx, entered_rx) = mpsc::sync_channel::<Result<(), Error>>(1);
-        let thread_netns = netns.clone();
-        std::thread::Builder::new()
-            .name("ztunnel-netns-sockets".into())
-            // It only makes sockets; one per pod adds up.
-            .stack_size(SOCKET_THREAD_STACK)
-            .spawn(move || {
-                let entered = thread_netns.enter_current_thread();
-                let ok = entered.is_ok();
-                // The constructor waits for this message; it cannot have
-                // gone away.
-                let _ = entered_tx.send(entered);
-                if !ok {
-                    return;
-                }
-                // Dropping the descriptor does not leave the namespace.
-                drop(thread_netns);
-                while let Ok(request) = incoming.recv() {
-                    // The requester may have given up (timeout); nothing
-                    // to do then, the socket just closes.
-                    let _ = request.reply.send(marked_socket(request.domain, mark));
-                }
-            })
-            .map_err(|source| Error::Thread {
-                path: netns.path().to_path_buf(),
-                source,
-            })?;
-        match entered_rx.recv() {
-            Ok(entered) => entered?,
-            // The thread ended without a word: it panicked.
-            Err(_) => {
-                return Err(Error::Thread {
-                    path: netns.path().to_path_buf(),
-                    source: io::Error::other("the netns socket thread died while starting"),
-                });
-            }
-        }
-        debug!(netns = %netns.path().display(), mark, "netns socket thread started");
-        Ok(NetnsConnector {
-            netns,
-            mark,
-            requests,
-        })
+    pub fn new(netns: PodNetns, mark: u32) -> Self {
+        NetnsConnector { netns, mark }
     }
 
     /// The namespace sockets are made in.
@@ -113,31 +64,57 @@ impl NetnsConnector {
 
     /// An unconnected, marked TCP socket of `addr`'s family inside the pod,
     /// for callers that set options (keepalive, nodelay) before connecting.
-    pub async fn socket_for(&self, addr: SocketAddr) -> io::Result<TcpSocket> {
-        let (reply, response) = oneshot::channel();
-        let request = SocketRequest {
-            domain: Domain::for_address(addr),
-            reply,
-        };
-        let gone = || {
-            io::Error::other(format!(
-                "the socket thread of network namespace {} has stopped",
-                self.netns.path().display()
-            ))
-        };
-        self.requests.send(request).map_err(|_| gone())?;
-        let socket = response.await.map_err(|_| gone())??;
+    pub fn socket_for(&self, addr: SocketAddr) -> io::Result<TcpSocket> {
+        let domain = Domain::for_address(addr);
+        let socket = in_netns(&self.netns, || marked_socket(domain, self.mark))?;
         Ok(TcpSocket::from_std_stream(socket.into()))
     }
 }
 
 impl Connector for NetnsConnector {
     fn connect(&self, addr: SocketAddr) -> ConnectFuture<'_> {
-        Box::pin(async move { self.socket_for(addr).await?.connect(addr).await })
+        let socket = self.socket_for(addr);
+        Box::pin(async move { socket?.connect(addr).await })
     }
 }
 
-/// Runs on the socket thread: a nonblocking, close-on-exec, marked socket.
+/// Runs `make` with the calling thread inside `netns`, then moves the thread
+/// back to its own namespace. `make` must not block: the thread is a tokio
+/// worker.
+fn in_netns<T>(netns: &PodNetns, make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    HOME.with(|home| {
+        let home = match home.get() {
+            Some(home) => home,
+            None => {
+                let opened = File::open("/proc/thread-self/ns/net")?;
+                home.get_or_init(|| opened)
+            }
+        };
+        netns.enter_current_thread().map_err(io::Error::other)?;
+        // Returns on drop, so also if `make` panics.
+        let _back = ReturnHome(home);
+        make()
+    })
+}
+
+/// Moves the thread back to its namespace when dropped.
+struct ReturnHome<'a>(&'a File);
+
+impl Drop for ReturnHome<'_> {
+    fn drop(&mut self) {
+        if let Err(errno) = nix::sched::setns(self.0, CloneFlags::CLONE_NEWNET) {
+            tracing::error!(
+                %errno,
+                "could not return a thread to ztunnel's own network namespace after making a \
+                 socket in a pod's; stopping, as its next sockets would be made in the pod"
+            );
+            telemetry::logging::flush();
+            std::process::abort();
+        }
+    }
+}
+
+/// A nonblocking, close-on-exec, marked socket.
 fn marked_socket(domain: Domain, mark: u32) -> io::Result<Socket> {
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_mark(mark)?;

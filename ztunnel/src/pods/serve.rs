@@ -92,7 +92,7 @@ fn prepare_netns(
     // Listeners first: the moment the rules are in, redirected connections
     // must find someone listening.
     rules::install(&netns, &redirection)?;
-    let connector = NetnsConnector::new(netns.clone(), redirection.mark)?;
+    let connector = NetnsConnector::new(netns.clone(), redirection.mark);
     Ok(Prepared {
         listeners,
         connector: Arc::new(connector),
