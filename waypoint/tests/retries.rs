@@ -148,13 +148,17 @@ async fn a_503_is_retried_on_the_other_endpoint() {
         assert_eq!(status, 200, "request {n}");
     }
     assert_eq!(good.requests(), 100);
-    // Round robin sends half the first attempts to the failing pod (the
-    // retries do not turn it); each of those was retried on the good one.
+    // The default balancer (least request of two random picks, both idle
+    // here) sends each first attempt to either pod with even odds, so the
+    // failing pod's share is binomial(100, 1/2): 50 give or take 5. Outside
+    // 20..=80 it has under one chance in a billion; the 40..=60 of before
+    // missed in one run out of thirty, and did in CI. Each of those
+    // attempts was retried on the good pod.
     let retried = failing.requests();
     println!("100 requests: {retried} first attempts failed and were retried");
     assert!(
-        (40..=60).contains(&retried),
-        "{retried} first attempts failed"
+        (20..=80).contains(&retried),
+        "{retried} of 100 first attempts went to the failing pod: the balancer is not spreading them"
     );
     // Only this test's paths: the capture is process-wide, and the budget
     // test beside it makes two-attempt requests too.
