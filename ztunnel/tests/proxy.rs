@@ -154,6 +154,41 @@ async fn deny_by_namespace_keeps_that_namespace_out() {
     );
 }
 
+/// Bytes a client sends before its SOCKS5 reply go with the `CONNECT`, so
+/// they reach the app only through a connection that policy let in: a
+/// denied caller's never do, an allowed caller's arrive first.
+#[tokio::test]
+async fn early_bytes_reach_the_app_only_through_an_allowed_connection() {
+    let (mesh, a, _b, c) = abc(12).await;
+    let dst = mesh.addr(HOST_B, 9191);
+    let app = TcpListener::bind(dst).await.unwrap();
+    let from_c = sec::Match {
+        namespaces: vec![exact("c")],
+        ..sec::Match::default()
+    };
+    mesh.apply_policies(vec![policy("b", "deny-c", sec::Action::Deny, from_c)]);
+
+    let denied = socks_connect_with(c.socks, dst, b"from c, early").await;
+    assert_eq!(denied.unwrap_err(), NOT_ALLOWED);
+    let _allowed = socks_connect_with(a.socks, dst, b"from a, early")
+        .await
+        .unwrap();
+
+    let wait = std::time::Duration::from_secs(5);
+    let (mut first, _) = tokio::time::timeout(wait, app.accept())
+        .await
+        .expect("the allowed connection reaches the app")
+        .unwrap();
+    let mut got = [0u8; 13];
+    first.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"from a, early", "the app's first connection is A's");
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), app.accept()).await;
+    assert!(
+        more.is_err(),
+        "C's denied connection must not reach the app"
+    );
+}
+
 #[tokio::test]
 async fn allow_on_one_port_only() {
     let (mesh, a, _b, _c) = abc(4).await;
@@ -249,6 +284,7 @@ async fn an_authority_naming_another_pod_is_a_bad_request() {
         expected_identities: vec![b.identity.clone()],
         authority,
         headers: HeaderMap::new(),
+        early_data: bytes::Bytes::new(),
     };
     let error = pool
         .connect(request(mesh.addr(HOST_C, 8080).to_string()))

@@ -181,6 +181,7 @@ async fn transports() -> Vec<Transport> {
                     expected_identities: vec![server_identity.clone()],
                     authority: "127.0.0.1:8080".into(),
                     headers: http::HeaderMap::new(),
+                    early_data: bytes::Bytes::new(),
                 };
                 Box::pin(async move { Box::new(pool.connect(request).await.unwrap()) as Boxed })
             }),

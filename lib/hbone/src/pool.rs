@@ -81,6 +81,11 @@ pub struct ConnectRequest {
     pub authority: String,
     /// Extra request headers (`forwarded`, `baggage`, `traceparent`).
     pub headers: HeaderMap,
+    /// What the client has sent already, to go out right behind the
+    /// `CONNECT` rather than after its answer: one round trip less for a
+    /// client that speaks first. The server holds it until it has answered
+    /// 200, and drops it with any other answer. Empty for none.
+    pub early_data: Bytes,
 }
 
 /// A cloneable handle to the pool; clones share connections.
@@ -333,19 +338,36 @@ async fn open_stream(
             reason: e.to_string(),
         })
     })?;
-    let (response, send_stream) = send
+    let (response, mut send_stream) = send
         .send_request(connect, false)
         .map_err(|e| lease.connection_failed(e))?;
+    let sent_early = !request.early_data.is_empty();
+    if sent_early {
+        // Queued behind the HEADERS, so both usually leave in one write.
+        send_stream
+            .send_data(request.early_data.clone(), false)
+            .map_err(|e| lease.connection_failed(e))?;
+    }
     let response = response.await.map_err(|e| {
         // A reset of this one stream is the peer's answer, not a dead
         // connection; anything connection-wide is worth one retry.
         if e.is_reset() {
-            OpenError::Answer(Error::Http2 {
+            return OpenError::Answer(Error::Http2 {
                 addr: request.destination,
                 source: e,
-            })
-        } else {
-            lease.connection_failed(e)
+            });
+        }
+        match lease.connection_failed(e) {
+            // The peer may have passed the early data on to the app before
+            // the connection failed: sent again elsewhere, the app could get
+            // it twice. A GOAWAY that excludes this stream says it did not.
+            OpenError::Connection(source) if sent_early && !source.is_go_away() => {
+                OpenError::Answer(Error::Http2 {
+                    addr: request.destination,
+                    source,
+                })
+            }
+            other => other,
         }
     })?;
     let addr = request.destination;

@@ -226,6 +226,7 @@ async fn goaway_lets_open_streams_finish_and_sends_new_ones_elsewhere() {
         expected_identities: vec![server_cert.identity.clone()],
         authority: "10.0.0.7:8080".into(),
         headers: http::HeaderMap::new(),
+        early_data: bytes::Bytes::new(),
     };
     let mut old = pool.connect(request.clone()).await.unwrap();
     echo_once(&mut old, b"before goaway").await;
@@ -269,6 +270,7 @@ async fn a_server_that_never_speaks_tls_times_out_the_handshake() {
         expected_identities: vec![],
         authority: "10.0.0.7:8080".into(),
         headers: http::HeaderMap::new(),
+        early_data: bytes::Bytes::new(),
     };
     let error = pool.connect(request).await.unwrap_err();
     assert!(matches!(error, Error::HandshakeTimeout { .. }), "{error:?}");
@@ -291,8 +293,74 @@ async fn a_closed_port_is_a_connect_error_that_says_so() {
         expected_identities: vec![],
         authority: "10.0.0.7:8080".into(),
         headers: http::HeaderMap::new(),
+        early_data: bytes::Bytes::new(),
     };
     let error = pool.connect(request).await.unwrap_err();
     assert!(matches!(error, Error::Connect { .. }), "{error:?}");
     assert!(error.to_string().contains(&closed.to_string()), "{error}");
+}
+
+/// The client's early data leaves with the `CONNECT`: this server reads the
+/// stream's first DATA frame before it answers, which a client that waited
+/// for the answer would never have sent.
+#[tokio::test]
+async fn early_data_goes_out_with_the_connect() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server_cert = cert(&ca, "b", "server");
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(
+        identity::tls::server_config(&server_cert).unwrap(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(tls.accept(tcp).await.unwrap())
+            .await
+            .unwrap();
+        let (request, mut respond) = connection.accept().await.unwrap().unwrap();
+        tokio::spawn(async move {
+            let mut body = request.into_body();
+            let first = tokio::time::timeout(Duration::from_secs(2), body.data()).await;
+            let _ = seen_tx.send(first.ok().flatten().map(Result::unwrap));
+            let ok = http::Response::builder().status(200).body(()).unwrap();
+            let _ = respond.send_response(ok, false);
+        });
+        while connection.accept().await.is_some() {}
+    });
+    let pool = Pool::new(PoolConfig::default());
+    let request = hbone::ConnectRequest {
+        source: client,
+        destination: addr,
+        expected_identities: vec![server_cert.identity.clone()],
+        authority: "10.0.0.7:8080".into(),
+        headers: http::HeaderMap::new(),
+        early_data: bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"),
+    };
+
+    let _tunnel = pool.connect(request).await.unwrap();
+
+    let seen = seen_rx.await.unwrap();
+    assert_eq!(
+        seen.as_deref(),
+        Some(&b"GET / HTTP/1.1\r\n\r\n"[..]),
+        "the server must have the early data before it answers"
+    );
+}
+
+/// Early data changes nothing about the answer: a refusal is still one.
+#[tokio::test]
+async fn a_refusal_with_early_data_is_still_a_refusal() {
+    let ca = ca();
+    let server = serve(&cert(&ca, "b", "server"), Refuse(hbone::Rejection::Denied)).await;
+    let mut request = request(&cert(&ca, "a", "client"), &server);
+    request.early_data = bytes::Bytes::from_static(b"secret");
+
+    let error = Pool::new(PoolConfig::default())
+        .connect(request)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, Error::Denied { .. }), "{error:?}");
 }

@@ -231,6 +231,7 @@ impl Upstreams {
                     expected_identities: vec![endpoint.workload.identity.clone()],
                     authority: addr.to_string(),
                     headers: HeaderMap::new(),
+                    early_data: bytes::Bytes::new(),
                 };
                 let tunnel = self
                     .hbone

@@ -790,6 +790,7 @@ pub async fn hbone_as(
         expected_identities: vec![expected],
         authority: authority.to_string(),
         headers: HeaderMap::new(),
+        early_data: bytes::Bytes::new(),
     })
     .await
 }

@@ -7,11 +7,13 @@
 //! [`Inner::pipe_outbound`].
 
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use hbone::{ConnectRequest, Tunnel};
 use http::{HeaderMap, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -42,8 +44,10 @@ impl Inner {
                 Ok(dst) => dst,
                 Err(error) => return log.finish(Err(&error)),
             };
-            match self.connect_outbound(peer, dst, &mut log).await {
-                Ok(upstream) => self.pipe_outbound(tcp, upstream, &[], log).await,
+            let early = first_flight(&tcp);
+            let early_sent = early.len() as u64;
+            match self.connect_outbound(peer, dst, early, &mut log).await {
+                Ok(upstream) => self.pipe_outbound(tcp, upstream, early_sent, log).await,
                 Err(error) => log.finish(Err(&error)),
             }
         }
@@ -51,12 +55,15 @@ impl Inner {
         .await;
     }
 
-    /// Resolves `dst` for this pod and connects; fills in the log's
+    /// Resolves `dst` for this pod, connects and sends `early` (what the
+    /// client sent before the upstream existed): through HBONE with the
+    /// `CONNECT`, in plaintext once connected. Fills in the log's
     /// destination as it learns it.
     pub(super) async fn connect_outbound(
         &self,
         src: SocketAddr,
         dst: SocketAddr,
+        early: Bytes,
         log: &mut AccessLog,
     ) -> Result<Upstream, ProxyError> {
         log.dst_addr = Some(dst);
@@ -76,6 +83,7 @@ impl Inner {
                     expected_identities: route.expected_identities,
                     authority: route.authority.to_string(),
                     headers: forwarded_for(src.ip()),
+                    early_data: early,
                 };
                 let tunnel = self.pool.connect(request).await?;
                 Ok(Upstream::Hbone(tunnel))
@@ -86,20 +94,20 @@ impl Inner {
                     log.destination(workload);
                 }
                 log.dst_addr = Some(route.addr);
-                Ok(Upstream::Plaintext(
-                    self.connect_plaintext(route.addr).await?,
-                ))
+                let mut tcp = self.connect_plaintext(route.addr).await?;
+                tcp.write_all(&early).await?;
+                Ok(Upstream::Plaintext(tcp))
             }
         }
     }
 
-    /// Sends `early` (bytes the client sent before the upstream existed),
-    /// then pipes until both halves closed, and writes the access log.
+    /// Pipes until both halves closed and writes the access log, counting
+    /// the `early_sent` bytes [`Inner::connect_outbound`] already sent.
     pub(super) async fn pipe_outbound(
         &self,
         mut downstream: TcpStream,
         mut upstream: Upstream,
-        early: &[u8],
+        early_sent: u64,
         log: AccessLog,
     ) {
         let protocol = match upstream {
@@ -110,18 +118,37 @@ impl Inner {
         // enforces policy (and closes what it no longer allows).
         let tracked = log.track(&self.connections, protocol, None);
         let copy = async {
-            upstream.write_all(early).await?;
             let mut transferred = match &mut upstream {
                 Upstream::Hbone(tunnel) => hbone::copy_tunnel(tunnel, &mut downstream)
                     .await?
                     .reversed(),
                 Upstream::Plaintext(tcp) => hbone::copy_bidirectional(&mut downstream, tcp).await?,
             };
-            transferred.a_to_b += early.len() as u64;
+            transferred.a_to_b += early_sent;
             Ok(transferred)
         };
         let result = tracked.pipe(copy).await.map_err(ProxyError::from);
         log.finish(result.as_ref().copied());
+    }
+}
+
+/// The most a connection's first flight carries with the `CONNECT`: an
+/// HTTP request head or a TLS ClientHello fits.
+const FIRST_FLIGHT: usize = 8 * 1024;
+
+/// What the client has sent so far, without waiting for more: nothing for
+/// a protocol where the server speaks first, or if it has not arrived yet.
+/// A read error is left for the pipe to meet.
+fn first_flight(tcp: &TcpStream) -> Bytes {
+    let mut buf = [0u8; FIRST_FLIGHT];
+    // A plain read of the nonblocking socket: `try_read` would answer
+    // WouldBlock unread until tokio's driver has seen the socket readable.
+    // Tokio is not misled: a later read that finds nothing waits for the
+    // next edge as usual.
+    let socket = socket2::SockRef::from(tcp);
+    match (&*socket).read(&mut buf) {
+        Ok(n) => Bytes::copy_from_slice(&buf[..n]),
+        Err(_) => Bytes::new(),
     }
 }
 

@@ -14,6 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug_span};
@@ -210,13 +211,14 @@ impl Inner {
                 }
                 Err(_) => return log.finish(Err(&ProxyError::Socks5Timeout(timeout))),
             };
-            match self.connect_outbound(peer, dst, &mut log).await {
+            let early = Bytes::copy_from_slice(&buf[early.0..early.1]);
+            let early_sent = early.len() as u64;
+            match self.connect_outbound(peer, dst, early, &mut log).await {
                 Ok(upstream) => {
                     if let Err(error) = tcp.write_all(&encode_reply(Reply::Succeeded)).await {
                         return log.finish(Err(&ProxyError::Io(error)));
                     }
-                    self.pipe_outbound(tcp, upstream, &buf[early.0..early.1], log)
-                        .await;
+                    self.pipe_outbound(tcp, upstream, early_sent, log).await;
                 }
                 Err(error) => {
                     let _ = tcp.write_all(&encode_reply(reply_for(&error))).await;

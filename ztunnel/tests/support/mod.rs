@@ -262,6 +262,16 @@ pub async fn name_app(addr: SocketAddr, name: &'static str) {
 /// SOCKS5 `CONNECT` through `proxy`; the reply code on refusal, after
 /// checking that the proxy then closed the connection.
 pub async fn socks_connect(proxy: SocketAddr, dst: SocketAddr) -> Result<TcpStream, u8> {
+    socks_connect_with(proxy, dst, &[]).await
+}
+
+/// [`socks_connect`], sending `early` right behind the request, before the
+/// reply, as a client that does not wait would.
+pub async fn socks_connect_with(
+    proxy: SocketAddr,
+    dst: SocketAddr,
+    early: &[u8],
+) -> Result<TcpStream, u8> {
     let mut tcp = TcpStream::connect(proxy).await.unwrap();
     tcp.write_all(&[5, 1, 0]).await.unwrap();
     let mut method = [0u8; 2];
@@ -273,6 +283,7 @@ pub async fn socks_connect(proxy: SocketAddr, dst: SocketAddr) -> Result<TcpStre
     let mut request = vec![5, 1, 0, 1];
     request.extend(dst.ip().octets());
     request.extend(dst.port().to_be_bytes());
+    request.extend(early);
     tcp.write_all(&request).await.unwrap();
     let mut reply = [0u8; 10];
     tcp.read_exact(&mut reply).await.unwrap();

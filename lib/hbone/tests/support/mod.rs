@@ -54,6 +54,7 @@ pub fn request(source: &Arc<WorkloadCert>, server: &TestServer) -> ConnectReques
         expected_identities: vec![server.identity.clone()],
         authority: "10.0.0.7:8080".into(),
         headers: HeaderMap::new(),
+        early_data: bytes::Bytes::new(),
     }
 }
 
