@@ -25,8 +25,11 @@ async fn the_binary_becomes_ready_and_drains_on_sigterm() {
     let plane = ControlPlane::start().await;
     plane.apply(&mesh_yaml(net)).await;
     let args = plane.waypoint_args(net, &[]);
-    let readiness = "127.0.0.1:46021";
-    let stats = "127.0.0.1:46020";
+    // Its own loopback address, and ports below the ephemeral range: a
+    // port like 46021 on 127.0.0.1 can be taken, now and then, by the
+    // source port of some other test's outgoing connection.
+    let readiness = format!("{}:15021", ip(net, 51));
+    let stats = format!("{}:15020", ip(net, 51));
     let hbone = std::net::SocketAddr::new(ip(net, 50), 15008);
     let mut child = Command::new(env!("CARGO_BIN_EXE_waypoint"))
         .args(["--xds-address", &args.xds_address])
@@ -39,8 +42,8 @@ async fn the_binary_becomes_ready_and_drains_on_sigterm() {
         .args(["--pod-namespace", "b", "--service-account", "waypoint"])
         .args(["--node-name", NODE_W, "--drain-seconds", "1"])
         .args(["--hbone-addr", &hbone.to_string()])
-        .args(["--readiness-addr", readiness])
-        .args(["--stats-addr", stats])
+        .args(["--readiness-addr", &readiness])
+        .args(["--stats-addr", &stats])
         .args(["--admin-addr", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
@@ -48,10 +51,11 @@ async fn the_binary_becomes_ready_and_drains_on_sigterm() {
     let deadline = Instant::now() + WAIT;
     let addr = readiness.parse().unwrap();
     while http_get_status(addr, "/healthz/ready").await != Some(200) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the waypoint exited early"
-        );
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+            panic!("the waypoint exited early ({status}): {stderr}");
+        }
         assert!(Instant::now() < deadline, "the waypoint never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -28,7 +28,13 @@ async fn the_binary_serves_its_pods_and_drains_on_sigterm() {
     let plane = ControlPlane::start().await;
     plane.apply(&mesh_yaml(net)).await;
     let args = plane.ztunnel_args(NODE_A, &[]);
-    let readiness = "127.0.0.1:45921";
+    // Its own loopback address, and ports below the ephemeral range: a
+    // port like 45921 on 127.0.0.1 can be taken, now and then, by the
+    // source port of some other test's outgoing connection.
+    let host = pod_ip(net, 250);
+    let admin = format!("{host}:15000");
+    let stats = format!("{host}:15020");
+    let readiness = format!("{host}:15021");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ztunnel"))
         .args(["--node-name", NODE_A, "--xds-address", &args.xds_address])
         .arg("--xds-root-ca")
@@ -38,19 +44,18 @@ async fn the_binary_serves_its_pods_and_drains_on_sigterm() {
         .args(["--alt-xds-hostname", "istiod.istio-system.svc"])
         .args(["--alt-ca-hostname", "istiod.istio-system.svc"])
         .args(["--capture", "explicit", "--drain-deadline", "1s"])
-        .args([
-            "--admin-addr",
-            "127.0.0.1:45900",
-            "--stats-addr",
-            "127.0.0.1:45920",
-        ])
-        .args(["--readiness-addr", readiness])
+        .args(["--admin-addr", &admin, "--stats-addr", &stats])
+        .args(["--readiness-addr", &readiness])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
-        assert!(child.try_wait().unwrap().is_none(), "ztunnel exited early");
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+            panic!("ztunnel exited early ({status}): {stderr}");
+        }
         let addr = readiness.parse().unwrap();
         if tokio::net::TcpStream::connect(addr).await.is_ok()
             && http_get(addr, "/healthz/ready").await.0 == 200
