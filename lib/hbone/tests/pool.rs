@@ -6,6 +6,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hbone::{Error, Pool, PoolConfig, Server, ServerConfig};
@@ -363,4 +364,68 @@ async fn a_refusal_with_early_data_is_still_a_refusal() {
         .unwrap_err();
 
     assert!(matches!(error, Error::Denied { .. }), "{error:?}");
+}
+
+/// A server that takes each `CONNECT` (and reads its early data, if any)
+/// and then drops the whole connection without a GOAWAY, as a crashing
+/// peer would. Counts the `CONNECT`s it saw.
+async fn crashing_server(
+    cert: &identity::WorkloadCert,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let tls =
+        tokio_rustls::TlsAcceptor::from(Arc::new(identity::tls::server_config(cert).unwrap()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(tls) = tls.accept(tcp).await else {
+                continue;
+            };
+            let Ok(mut connection) = h2::server::handshake(tls).await else {
+                continue;
+            };
+            if let Some(Ok((request, _respond))) = connection.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut body = request.into_body();
+                let _ = tokio::time::timeout(Duration::from_millis(100), body.data()).await;
+            }
+            drop(connection);
+        }
+    });
+    (addr, seen)
+}
+
+/// A pooled connection that dies under a `CONNECT` is worth one retry on
+/// a fresh one, unless early data went with it: the peer may have passed
+/// that on, and a second `CONNECT` could deliver it to the app twice.
+#[tokio::test]
+async fn a_connect_with_early_data_is_not_retried_after_the_connection_dies() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server_cert = cert(&ca, "b", "server");
+    for (early, expected_connects) in [(&b""[..], 2), (&b"POST /pay"[..], 1)] {
+        let (addr, seen) = crashing_server(&server_cert).await;
+        let pool = Pool::new(PoolConfig::default());
+        let request = hbone::ConnectRequest {
+            source: client.clone(),
+            destination: addr,
+            expected_identities: vec![server_cert.identity.clone()],
+            authority: "10.0.0.7:8080".into(),
+            headers: http::HeaderMap::new(),
+            early_data: bytes::Bytes::from_static(early),
+        };
+
+        let result = pool.connect(request).await;
+
+        assert!(result.is_err(), "the server never answers");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            expected_connects,
+            "CONNECTs the server saw with {} bytes of early data",
+            early.len()
+        );
+        assert_eq!(pool.connections_opened(), expected_connects as u64);
+    }
 }
