@@ -221,14 +221,7 @@ async fn goaway_lets_open_streams_finish_and_sends_new_ones_elsewhere() {
         }
     });
     let pool = Pool::new(PoolConfig::default());
-    let request = hbone::ConnectRequest {
-        source: client.clone(),
-        destination: addr,
-        expected_identities: vec![server_cert.identity.clone()],
-        authority: "10.0.0.7:8080".into(),
-        headers: http::HeaderMap::new(),
-        early_data: bytes::Bytes::new(),
-    };
+    let request = request_to(&client, addr, vec![server_cert.identity.clone()]);
     let mut old = pool.connect(request.clone()).await.unwrap();
     echo_once(&mut old, b"before goaway").await;
 
@@ -265,14 +258,7 @@ async fn a_server_that_never_speaks_tls_times_out_the_handshake() {
         handshake_timeout: Duration::from_millis(200),
         ..PoolConfig::default()
     });
-    let request = hbone::ConnectRequest {
-        source: client,
-        destination: addr,
-        expected_identities: vec![],
-        authority: "10.0.0.7:8080".into(),
-        headers: http::HeaderMap::new(),
-        early_data: bytes::Bytes::new(),
-    };
+    let request = request_to(&client, addr, vec![]);
     let error = pool.connect(request).await.unwrap_err();
     assert!(matches!(error, Error::HandshakeTimeout { .. }), "{error:?}");
     assert!(error.to_string().contains("timed out"), "{error}");
@@ -288,17 +274,22 @@ async fn a_closed_port_is_a_connect_error_that_says_so() {
         .local_addr()
         .unwrap();
     let pool = Pool::new(PoolConfig::default());
-    let request = hbone::ConnectRequest {
-        source: client,
-        destination: closed,
-        expected_identities: vec![],
-        authority: "10.0.0.7:8080".into(),
-        headers: http::HeaderMap::new(),
-        early_data: bytes::Bytes::new(),
-    };
+    let request = request_to(&client, closed, vec![]);
     let error = pool.connect(request).await.unwrap_err();
     assert!(matches!(error, Error::Connect { .. }), "{error:?}");
     assert!(error.to_string().contains(&closed.to_string()), "{error}");
+}
+
+/// A loopback listener and the TLS side of an HBONE server, for tests
+/// that speak HTTP/2 themselves to see what the pool sends.
+async fn raw_h2_listener(
+    cert: &identity::WorkloadCert,
+) -> (TcpListener, tokio_rustls::TlsAcceptor, std::net::SocketAddr) {
+    let tls =
+        tokio_rustls::TlsAcceptor::from(Arc::new(identity::tls::server_config(cert).unwrap()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, tls, addr)
 }
 
 /// The client's early data leaves with the `CONNECT`: this server reads the
@@ -309,11 +300,7 @@ async fn early_data_goes_out_with_the_connect() {
     let ca = ca();
     let client = cert(&ca, "a", "client");
     let server_cert = cert(&ca, "b", "server");
-    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(
-        identity::tls::server_config(&server_cert).unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, tls, addr) = raw_h2_listener(&server_cert).await;
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -331,14 +318,8 @@ async fn early_data_goes_out_with_the_connect() {
         while connection.accept().await.is_some() {}
     });
     let pool = Pool::new(PoolConfig::default());
-    let request = hbone::ConnectRequest {
-        source: client,
-        destination: addr,
-        expected_identities: vec![server_cert.identity.clone()],
-        authority: "10.0.0.7:8080".into(),
-        headers: http::HeaderMap::new(),
-        early_data: bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"),
-    };
+    let mut request = request_to(&client, addr, vec![server_cert.identity.clone()]);
+    request.early_data = bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n");
 
     let _tunnel = pool.connect(request).await.unwrap();
 
@@ -372,10 +353,7 @@ async fn a_refusal_with_early_data_is_still_a_refusal() {
 async fn crashing_server(
     cert: &identity::WorkloadCert,
 ) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let tls =
-        tokio_rustls::TlsAcceptor::from(Arc::new(identity::tls::server_config(cert).unwrap()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, tls, addr) = raw_h2_listener(cert).await;
     let seen = Arc::new(AtomicUsize::new(0));
     let counted = seen.clone();
     tokio::spawn(async move {
@@ -408,14 +386,8 @@ async fn a_connect_with_early_data_is_not_retried_after_the_connection_dies() {
     for (early, expected_connects) in [(&b""[..], 2), (&b"POST /pay"[..], 1)] {
         let (addr, seen) = crashing_server(&server_cert).await;
         let pool = Pool::new(PoolConfig::default());
-        let request = hbone::ConnectRequest {
-            source: client.clone(),
-            destination: addr,
-            expected_identities: vec![server_cert.identity.clone()],
-            authority: "10.0.0.7:8080".into(),
-            headers: http::HeaderMap::new(),
-            early_data: bytes::Bytes::from_static(early),
-        };
+        let mut request = request_to(&client, addr, vec![server_cert.identity.clone()]);
+        request.early_data = bytes::Bytes::from_static(early);
 
         let result = pool.connect(request).await;
 

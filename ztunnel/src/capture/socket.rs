@@ -52,16 +52,6 @@ impl NetnsConnector {
         NetnsConnector { netns, mark }
     }
 
-    /// The namespace sockets are made in.
-    pub fn netns(&self) -> &PodNetns {
-        &self.netns
-    }
-
-    /// The mark every socket carries.
-    pub fn mark(&self) -> u32 {
-        self.mark
-    }
-
     /// An unconnected, marked TCP socket of `addr`'s family inside the pod,
     /// for callers that set options (keepalive, nodelay) before connecting.
     pub fn socket_for(&self, addr: SocketAddr) -> io::Result<TcpSocket> {

@@ -48,10 +48,20 @@ pub async fn serve<H: ConnectHandler>(cert: &WorkloadCert, handler: H) -> TestSe
 }
 
 pub fn request(source: &Arc<WorkloadCert>, server: &TestServer) -> ConnectRequest {
+    request_to(source, server.addr, vec![server.identity.clone()])
+}
+
+/// A `CONNECT` for `10.0.0.7:8080` through the HBONE endpoint at `addr`,
+/// which must prove one of `expected`; no extra headers, no early data.
+pub fn request_to(
+    source: &Arc<WorkloadCert>,
+    addr: SocketAddr,
+    expected: Vec<Identity>,
+) -> ConnectRequest {
     ConnectRequest {
         source: source.clone(),
-        destination: server.addr,
-        expected_identities: vec![server.identity.clone()],
+        destination: addr,
+        expected_identities: expected,
         authority: "10.0.0.7:8080".into(),
         headers: HeaderMap::new(),
         early_data: bytes::Bytes::new(),
