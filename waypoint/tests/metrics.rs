@@ -11,7 +11,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::{ECHO_HOST, Mesh, eventually, get1, http_get, vip};
+use support::{ECHO_HOST, Mesh, eventually, get1, http_get, scrape, value, vip};
 use waypoint::route::ServiceKey;
 
 /// `/v1...` routed to `echo`, nothing else; `/v1/admin...` denied.
@@ -53,27 +53,6 @@ spec:
         paths: ["/v1/admin*"]
 ---
 "#;
-
-/// The sum of the samples of `metric` whose labels contain every needle.
-fn value(scrape: &str, metric: &str, needles: &[&str]) -> u64 {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .map(|l| {
-            let (_, value) = l.rsplit_once(' ').unwrap();
-            value.parse::<u64>().unwrap()
-        })
-        .sum()
-}
-
-async fn scrape(mesh: &Mesh) -> String {
-    let (status, body) = http_get(mesh.waypoint.stats_addr(), "/metrics")
-        .await
-        .expect("the stats port answers");
-    assert_eq!(status, 200, "{body}");
-    body
-}
 
 async fn http1_to(
     mesh: &Mesh,

@@ -22,7 +22,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::{ECHO_HOST, Mesh, WAIT, eventually, get1, hbone_as, http_get, id, ip, vip};
+use support::{ECHO_HOST, Mesh, WAIT, eventually, get1, hbone_as, id, ip, scrape, value, vip};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use waypoint::balance::Limits;
@@ -109,24 +109,6 @@ async fn close(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
         .expect("the app closes its side in time")
         .unwrap();
     assert!(rest.is_empty(), "{rest:?}");
-}
-
-async fn scrape(mesh: &Mesh) -> String {
-    let (status, body) = http_get(mesh.waypoint.stats_addr(), "/metrics")
-        .await
-        .expect("the stats port answers");
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// The sum of the samples of `metric` whose labels contain every needle.
-fn value(scrape: &str, metric: &str, needles: &[&str]) -> u64 {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
 }
 
 /// Scrapes until `metric` with `needles` reaches `at_least` (recorded

@@ -798,3 +798,22 @@ pub async fn hbone_as(
 pub fn id(ns: &str, sa: &str) -> identity::Identity {
     identity::Identity::new("cluster.local", ns, sa).unwrap()
 }
+
+/// The waypoint's `/metrics`, which must answer 200.
+pub async fn scrape(mesh: &Mesh) -> String {
+    let (status, body) = http_get(mesh.waypoint.stats_addr(), "/metrics")
+        .await
+        .expect("the stats port answers");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The sum of the samples of `metric` whose labels contain every needle.
+pub fn value(scrape: &str, metric: &str, needles: &[&str]) -> u64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
