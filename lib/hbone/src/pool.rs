@@ -288,13 +288,16 @@ impl Pool {
         let _ = tcp.set_nodelay(true);
         let server_name = ServerName::IpAddress(addr.ip().into());
         let handshake = TlsConnector::from(Arc::new(tls_config)).connect(server_name, tcp);
-        let tls = tokio::time::timeout(config.handshake_timeout, handshake)
+        let mut tls = tokio::time::timeout(config.handshake_timeout, handshake)
             .await
             .map_err(|_| Error::HandshakeTimeout {
                 addr,
                 after: config.handshake_timeout,
             })?
             .map_err(|source| Error::Handshake { addr, source })?;
+        tls.get_mut()
+            .1
+            .set_buffer_limit(Some(config.h2.tls_send_buffer()));
         if tls.get_ref().1.alpn_protocol() != Some(identity::tls::ALPN_H2) {
             return Err(Error::NotHbone { addr });
         }

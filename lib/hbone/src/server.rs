@@ -180,10 +180,13 @@ impl<H: ConnectHandler> Server<H> {
         if peeked.map_err(ConnectionError::Tls)? == 0 || first[0] != TLS_HANDSHAKE_RECORD {
             return Err(ConnectionError::NotTls);
         }
-        let tls = tokio::time::timeout_at(deadline, self.tls.accept(tcp))
+        let mut tls = tokio::time::timeout_at(deadline, self.tls.accept(tcp))
             .await
             .map_err(timed_out)?
             .map_err(ConnectionError::Tls)?;
+        tls.get_mut()
+            .1
+            .set_buffer_limit(Some(self.config.h2.tls_send_buffer()));
         let (_, session) = tls.get_ref();
         if session.alpn_protocol() != Some(identity::tls::ALPN_H2) {
             return Err(ConnectionError::NoAlpn);

@@ -331,6 +331,78 @@ async fn early_data_goes_out_with_the_connect() {
     );
 }
 
+/// A bulk write leaves in DATA frames as large as the peer allows, not in
+/// 64 KiB ones (fewer, larger writes to the socket: docs/performance.md),
+/// and a small write stays one small frame.
+#[tokio::test]
+async fn a_large_write_goes_out_in_large_frames_and_a_small_one_in_a_small_frame() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server_cert = cert(&ca, "b", "server");
+    let (listener, tls, addr) = raw_h2_listener(&server_cert).await;
+    // The frame sizes this server records, one entry per DATA frame.
+    let (frames_tx, frames_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let settings = hbone::H2Settings::default();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::Builder::new()
+            .max_frame_size(settings.max_frame_size)
+            .initial_window_size(settings.stream_window)
+            .initial_connection_window_size(settings.connection_window)
+            .handshake::<_, bytes::Bytes>(tls.accept(tcp).await.unwrap())
+            .await
+            .unwrap();
+        let (request, mut respond) = connection.accept().await.unwrap().unwrap();
+        tokio::spawn(async move {
+            let ok = http::Response::builder().status(200).body(()).unwrap();
+            let _stream = respond.send_response(ok, false).unwrap();
+            let mut body = request.into_body();
+            let mut frames = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if !chunk.is_empty() {
+                    frames.push(chunk.len());
+                }
+            }
+            let _ = frames_tx.send(frames);
+        });
+        while connection.accept().await.is_some() {}
+    });
+    let pool = Pool::new(PoolConfig::default());
+    let mut tunnel = pool
+        .connect(request_to(
+            &client,
+            addr,
+            vec![server_cert.identity.clone()],
+        ))
+        .await
+        .unwrap();
+
+    tunnel.write_all(b"hello").await.unwrap();
+    tunnel.flush().await.unwrap();
+    // The small write goes out on its own before the large one starts.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let bulk = 512 * 1024;
+    tunnel.write_all(&vec![7u8; bulk]).await.unwrap();
+    tunnel.shutdown().await.unwrap();
+
+    let frames = tokio::time::timeout(Duration::from_secs(5), frames_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        frames.first(),
+        Some(&5),
+        "the small write, alone: {frames:?}"
+    );
+    assert_eq!(frames.iter().sum::<usize>(), 5 + bulk, "{frames:?}");
+    assert!(
+        frames.iter().any(|&len| len > 64 * 1024),
+        "the bulk write went out in frames of at most 64 KiB: {frames:?}"
+    );
+}
+
 /// Early data changes nothing about the answer: a refusal is still one.
 #[tokio::test]
 async fn a_refusal_with_early_data_is_still_a_refusal() {
