@@ -292,6 +292,35 @@ async fn raw_h2_listener(
     (listener, tls, addr)
 }
 
+/// Serves one HBONE connection with a raw HTTP/2 server made by `builder`,
+/// for tests that see what the pool sends: `handle` gets the first
+/// `CONNECT` (on a task of its own) while the connection keeps being
+/// driven.
+async fn serve_first_connect<F, Fut>(
+    cert: &identity::WorkloadCert,
+    builder: h2::server::Builder,
+    handle: F,
+) -> std::net::SocketAddr
+where
+    F: FnOnce(http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (listener, tls, addr) = raw_h2_listener(cert).await;
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut connection = builder
+            .handshake(tls.accept(tcp).await.unwrap())
+            .await
+            .unwrap();
+        let (request, respond) = connection.accept().await.unwrap().unwrap();
+        tokio::spawn(handle(request, respond));
+        while connection.accept().await.is_some() {}
+    });
+    addr
+}
+
 /// The client's early data leaves with the `CONNECT`: this server reads the
 /// stream's first DATA frame before it answers, which a client that waited
 /// for the answer would never have sent.
@@ -300,23 +329,16 @@ async fn early_data_goes_out_with_the_connect() {
     let ca = ca();
     let client = cert(&ca, "a", "client");
     let server_cert = cert(&ca, "b", "server");
-    let (listener, tls, addr) = raw_h2_listener(&server_cert).await;
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut connection = h2::server::handshake(tls.accept(tcp).await.unwrap())
-            .await
-            .unwrap();
-        let (request, mut respond) = connection.accept().await.unwrap().unwrap();
-        tokio::spawn(async move {
-            let mut body = request.into_body();
-            let first = tokio::time::timeout(Duration::from_secs(2), body.data()).await;
-            let _ = seen_tx.send(first.ok().flatten().map(Result::unwrap));
-            let ok = http::Response::builder().status(200).body(()).unwrap();
-            let _ = respond.send_response(ok, false);
-        });
-        while connection.accept().await.is_some() {}
-    });
+    let builder = h2::server::Builder::new();
+    let addr = serve_first_connect(&server_cert, builder, |request, mut respond| async move {
+        let mut body = request.into_body();
+        let first = tokio::time::timeout(Duration::from_secs(2), body.data()).await;
+        let _ = seen_tx.send(first.ok().flatten().map(Result::unwrap));
+        let ok = http::Response::builder().status(200).body(()).unwrap();
+        let _ = respond.send_response(ok, false);
+    })
+    .await;
     let pool = Pool::new(PoolConfig::default());
     let mut request = request_to(&client, addr, vec![server_cert.identity.clone()]);
     request.early_data = bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n");
@@ -339,36 +361,29 @@ async fn a_large_write_goes_out_in_large_frames_and_a_small_one_in_a_small_frame
     let ca = ca();
     let client = cert(&ca, "a", "client");
     let server_cert = cert(&ca, "b", "server");
-    let (listener, tls, addr) = raw_h2_listener(&server_cert).await;
     // The frame sizes this server records, one entry per DATA frame.
     let (frames_tx, frames_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let settings = hbone::H2Settings::default();
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut connection = h2::server::Builder::new()
-            .max_frame_size(settings.max_frame_size)
-            .initial_window_size(settings.stream_window)
-            .initial_connection_window_size(settings.connection_window)
-            .handshake::<_, bytes::Bytes>(tls.accept(tcp).await.unwrap())
-            .await
-            .unwrap();
-        let (request, mut respond) = connection.accept().await.unwrap().unwrap();
-        tokio::spawn(async move {
-            let ok = http::Response::builder().status(200).body(()).unwrap();
-            let _stream = respond.send_response(ok, false).unwrap();
-            let mut body = request.into_body();
-            let mut frames = Vec::new();
-            while let Some(chunk) = body.data().await {
-                let chunk = chunk.unwrap();
-                let _ = body.flow_control().release_capacity(chunk.len());
-                if !chunk.is_empty() {
-                    frames.push(chunk.len());
-                }
+    let settings = hbone::H2Settings::default();
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_frame_size(settings.max_frame_size)
+        .initial_window_size(settings.stream_window)
+        .initial_connection_window_size(settings.connection_window);
+    let addr = serve_first_connect(&server_cert, builder, |request, mut respond| async move {
+        let ok = http::Response::builder().status(200).body(()).unwrap();
+        let _stream = respond.send_response(ok, false).unwrap();
+        let mut body = request.into_body();
+        let mut frames = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if !chunk.is_empty() {
+                frames.push(chunk.len());
             }
-            let _ = frames_tx.send(frames);
-        });
-        while connection.accept().await.is_some() {}
-    });
+        }
+        let _ = frames_tx.send(frames);
+    })
+    .await;
     let pool = Pool::new(PoolConfig::default());
     let mut tunnel = pool
         .connect(request_to(
