@@ -69,6 +69,7 @@ async fn the_binary_serves_its_pods_and_drains_on_sigterm() {
     tokio::net::TcpStream::connect((pod_ip(net, 10), 15008))
         .await
         .unwrap();
+    assert_log_level_changes_at_run_time(admin.parse().unwrap()).await;
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -89,4 +90,26 @@ async fn the_binary_serves_its_pods_and_drains_on_sigterm() {
             .await
             .is_err()
     );
+}
+
+/// `/logging` on the admin port: POST changes the filter; a filter that
+/// does not parse is refused and leaves the one in force; GET cannot change it.
+async fn assert_log_level_changes_at_run_time(admin: std::net::SocketAddr) {
+    let (status, body) = http_request(admin, "POST", "/logging?level=ztunnel=debug").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ztunnel=debug"), "{body}");
+
+    let (status, body) = http_request(admin, "POST", "/logging?level=ztunnel=loud").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http_get(admin, "/logging").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("ztunnel=debug"),
+        "a refused filter replaced the last good one: {body}"
+    );
+
+    let (status, body) = http_get(admin, "/logging?level=info").await;
+    assert_eq!(status, 405, "{body}");
+    let (_, body) = http_get(admin, "/logging").await;
+    assert!(body.contains("ztunnel=debug"), "{body}");
 }
