@@ -23,7 +23,7 @@ fn bad_settings_exit_non_zero_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_serves_its_pods_and_drains_on_sigterm() {
+async fn the_binary_serves_its_pods_changes_its_log_filter_and_drains_on_sigterm() {
     let net = 9;
     let plane = ControlPlane::start().await;
     plane.apply(&mesh_yaml(net)).await;
