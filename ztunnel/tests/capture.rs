@@ -198,6 +198,9 @@ async fn marked_connector_sockets_reach_the_real_destination() {
     let capture = t.pod_listener(Ipv4Addr::UNSPECIFIED, 15001);
     let peer = t.node_listener(t.node_ip, 8080);
     let connector = NetnsConnector::new(t.pod.clone(), MARK);
+    // tokio needs it nonblocking before its first connect.
+    let fresh = connector.socket_for((t.node_ip, 8080).into()).unwrap();
+    assert!(SockRef::from(&fresh).nonblocking().unwrap());
 
     // Twice: one connector makes any number of sockets.
     for _ in 0..2 {
