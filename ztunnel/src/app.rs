@@ -213,7 +213,9 @@ impl App {
         )));
 
         tasks.push(tokio::spawn(client.run()));
-        tasks.push(tokio::spawn(manager.run(drain.subscribe())));
+        tasks.push(tokio::spawn(
+            manager.run(drain.subscribe(), xds_status.clone()),
+        ));
         tasks.push(tokio::spawn(revalidate_on_change(
             state.clone(),
             connections.clone(),

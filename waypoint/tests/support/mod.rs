@@ -113,7 +113,7 @@ impl Mesh {
         for node in [&self.node_a, &self.node_b] {
             eventually("ztunnel synced with its pods", || {
                 let synced = node.xds_status().borrow().synced;
-                let captured = !node.pods().list().is_empty() && node.pods().all_captured();
+                let captured = node.pods().caught_up() && node.pods().all_captured();
                 async move { synced && captured }
             })
             .await;

@@ -90,6 +90,9 @@ impl Admin {
                 self.xds_address
             ));
         }
+        if !self.pods.caught_up() {
+            return Err("the local pods of the first configuration are not set up yet".to_owned());
+        }
         if !self.pods.all_captured() {
             let failed: Vec<String> = self
                 .pods
@@ -144,5 +147,48 @@ impl Admin {
                 format!("not ready: {reason}\n"),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn admin(pods: PodDirectory) -> Admin {
+        let (_, xds_status) = watch::channel(ClientStatus {
+            connected: true,
+            since: SystemTime::now(),
+            synced: true,
+            server_version: "1".into(),
+            responses: 1,
+            nacks: 0,
+            last_error: None,
+        });
+        Admin {
+            node: "node-x".into(),
+            xds_address: "https://istiod:15012".into(),
+            xds_status,
+            state: Arc::new(StateStore::new()),
+            pods,
+            certs: Arc::new(Vec::new),
+            connections: ConnectionTracker::new(Arc::default()),
+            logging: None,
+            registry: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn not_ready_until_the_pod_manager_has_set_up_the_first_config() {
+        // Synced, and no pod in the list is failing, yet the manager has
+        // not gone over the config: an empty list proves nothing.
+        let pods = PodDirectory::default();
+        let admin = admin(pods.clone());
+        let error = admin.readiness().unwrap_err();
+        assert!(error.contains("not set up yet"), "{error}");
+
+        pods.set_caught_up();
+        assert_eq!(admin.readiness(), Ok(()));
     }
 }

@@ -24,6 +24,7 @@ mod serve;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +32,7 @@ use identity::Identity;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
+use xds::ClientStatus;
 
 pub use self::plan::DesiredPod;
 pub use self::serve::CaptureMode;
@@ -89,6 +91,12 @@ pub enum PodState {
 #[derive(Debug, Clone, Default)]
 pub struct PodDirectory {
     pods: Arc<Mutex<BTreeMap<Arc<str>, PodStatus>>>,
+    /// Set once the manager has finished a pass over a snapshot that holds
+    /// the control plane's first full config. Until then an empty or
+    /// partial list says nothing about capture: the manager sets pods up
+    /// one after another, so `all_captured` alone holds as soon as the
+    /// first one is.
+    caught_up: Arc<AtomicBool>,
 }
 
 /// What every pod's proxy is built from and shares with the others.
@@ -137,6 +145,16 @@ impl PodDirectory {
         self.lock().values().all(|p| p.state == PodState::Captured)
     }
 
+    /// Every pod of the control plane's first full config has a status
+    /// here (captured or failed); stays true from then on.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_caught_up(&self) {
+        self.caught_up.store(true, Ordering::Release);
+    }
+
     fn set(&self, status: PodStatus) {
         self.lock().insert(status.uid.clone(), status);
     }
@@ -175,19 +193,41 @@ impl PodManager {
 
     /// Reconciles on every state update (and retries failed pods) until
     /// `drain` turns true; then stops every pod's listeners and drains its
-    /// HBONE connections, leaving the rules in place.
-    pub async fn run(mut self, mut drain: watch::Receiver<bool>) {
+    /// HBONE connections, leaving the rules in place. `xds` tells when the
+    /// first full config has arrived, for [`PodDirectory::caught_up`].
+    pub async fn run(
+        mut self,
+        mut drain: watch::Receiver<bool>,
+        mut xds: watch::Receiver<ClientStatus>,
+    ) {
         let mut updates = self.parts.state.subscribe();
         let mut retry = tokio::time::interval(RETRY_INTERVAL);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut xds_open = true;
         loop {
+            // Read before the pass takes its snapshot: the client marks
+            // itself synced only after the config is in the store, so a
+            // pass that starts synced sees all of it.
+            let synced = xds.borrow_and_update().synced;
             self.reconcile().await;
+            if synced {
+                self.directory.set_caught_up();
+            }
             let failed = self.running.values().any(|p| p.stop.is_none());
+            let waiting = xds_open && !self.directory.caught_up();
             tokio::select! {
                 changed = updates.changed() => {
                     if changed.is_err() {
                         break;
                     }
+                }
+                // The store may have been updated before the client said
+                // synced: one more pass then, or readiness would wait for
+                // the next change of config.
+                changed = xds.changed(), if waiting => {
+                    // A client that is gone will not sync: keep serving
+                    // what the store holds.
+                    xds_open = changed.is_ok();
                 }
                 _ = retry.tick(), if failed => {}
                 _ = drain.wait_for(|d| *d) => break,
@@ -312,3 +352,6 @@ impl PodManager {
         info!(pod.uid = %uid, "stopped serving pod");
     }
 }
+
+#[cfg(test)]
+mod tests;

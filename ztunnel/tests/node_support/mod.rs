@@ -258,7 +258,7 @@ pub async fn ready(app: &App, workloads: usize) {
     eventually("ztunnel synced with its pods captured", || {
         let synced = status.borrow().synced;
         let count = app.state().snapshot().workloads().count();
-        let captured = !app.pods().list().is_empty() && app.pods().all_captured();
+        let captured = app.pods().caught_up() && app.pods().all_captured();
         async move { synced && count >= workloads && captured }
     })
     .await;
