@@ -13,7 +13,8 @@
 //!
 //! Measured: iperf3 throughput (1 and 4 streams; one stream also through
 //! two plain TCP relays, see `relay`), 1 KiB echo round trips on
-//! one connection (p50, p99), sequential new connections per second, each
+//! one connection (p50, p99), new connections per second (one client,
+//! then several at once), each
 //! ztunnel's resident memory idle and with 1,000 open tunnelled
 //! connections, CPU seconds per phase, and the whole machine's CPU seconds
 //! per GB in the single-stream runs: when both runs are CPU-bound, their
@@ -53,6 +54,8 @@ const ROUNDS: usize = 20_000;
 const RATE_SECONDS: u64 = 5;
 const IPERF_SECONDS: u32 = 5;
 const HELD: usize = 1_000;
+/// Clients of the parallel new-connection run.
+const CLIENTS: usize = 4;
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Path {
@@ -60,6 +63,8 @@ struct Path {
     iperf_4: load::Transfer,
     latency: load::Latency,
     connections_per_second: f64,
+    /// With [`CLIENTS`] clients connecting at once.
+    parallel_connections_per_second: f64,
 }
 
 /// Echo ports: one for the long-lived connections, and one per phase for
@@ -69,6 +74,8 @@ struct Path {
 const ECHO_PORT: u16 = 8080;
 const RATE_PORT_DIRECT: u16 = 8081;
 const RATE_PORT_MESH: u16 = 8082;
+/// The parallel runs' ports: `rate_port + PARALLEL_PORT_OFFSET`.
+const PARALLEL_PORT_OFFSET: u16 = 10;
 /// The plain relays' ports, in pod A and pod B: measured before capture
 /// starts, like the direct path.
 const RELAY_PORT_A: u16 = 6001;
@@ -86,6 +93,12 @@ fn measure(pods: &Pods, what: &str, rate_port: u16) -> Path {
             &pods.a,
             SocketAddr::from((pods.b_ip, rate_port)),
             Duration::from_secs(RATE_SECONDS),
+        ),
+        parallel_connections_per_second: load::parallel_connection_rate(
+            &pods.a,
+            SocketAddr::from((pods.b_ip, rate_port + PARALLEL_PORT_OFFSET)),
+            Duration::from_secs(RATE_SECONDS),
+            CLIENTS,
         ),
     }
 }
@@ -117,7 +130,13 @@ fn main() {
             "ip netns exec {pod} sysctl -qw net.ipv4.tcp_tw_reuse=1"
         ));
     }
-    for port in [ECHO_PORT, RATE_PORT_DIRECT, RATE_PORT_MESH] {
+    for port in [
+        ECHO_PORT,
+        RATE_PORT_DIRECT,
+        RATE_PORT_MESH,
+        RATE_PORT_DIRECT + PARALLEL_PORT_OFFSET,
+        RATE_PORT_MESH + PARALLEL_PORT_OFFSET,
+    ] {
         load::echo_server(&pods.b, port);
     }
     let direct = measure(&pods, "the direct path", RATE_PORT_DIRECT);
@@ -275,6 +294,12 @@ fn report(
         meshed.connections_per_second,
         "/s",
     );
+    row(
+        &format!("new connections, {CLIENTS} clients at once"),
+        direct.parallel_connections_per_second,
+        meshed.parallel_connections_per_second,
+        "/s",
+    );
     for (i, node) in [NODE_A, NODE_B].iter().enumerate() {
         println!(
             "\nztunnel {node}: {:.1} MiB idle, {:.1} MiB with {HELD} connections \
@@ -318,6 +343,10 @@ fn report(
         bar(rate >= 0.25)
     );
     println!(
+        "    with {CLIENTS} clients at once: {:.0}% of direct",
+        100.0 * meshed.parallel_connections_per_second / direct.parallel_connections_per_second
+    );
+    println!(
         "  idle memory {max_idle:.1} MiB (<= 13 MiB): {}",
         bar(max_idle <= 13.0)
     );
@@ -352,6 +381,8 @@ fn report(
             "added_p50_us": added_p50,
             "added_p99_us": meshed.latency.p99_us - direct.latency.p99_us,
             "connections_per_second": rate,
+            "parallel_connections_per_second": meshed.parallel_connections_per_second
+                / direct.parallel_connections_per_second,
         },
     });
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ztunnel-mesh.json");

@@ -92,6 +92,39 @@ pub(crate) fn connection_rate(from: &PodNetns, dst: SocketAddr, duration: Durati
     .expect("run in pod A")
 }
 
+/// The same with `clients` threads at once, each connecting in turn: what
+/// a server sees from many clients, where one wake-up of a proxy can serve
+/// several connections' events. Connections per second, all together.
+pub(crate) fn parallel_connection_rate(
+    from: &PodNetns,
+    dst: SocketAddr,
+    duration: Duration,
+    clients: usize,
+) -> f64 {
+    from.run(move || {
+        let started = Instant::now();
+        // Threads made here inherit this thread's namespace: pod A's.
+        let counts: Vec<std::thread::JoinHandle<u64>> = (0..clients)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut count = 0u64;
+                    while started.elapsed() < duration {
+                        let mut tcp = connect(dst);
+                        tcp.write_all(b"x").expect("send a byte");
+                        let mut byte = [0u8; 1];
+                        tcp.read_exact(&mut byte).expect("read the echo");
+                        count += 1;
+                    }
+                    count
+                })
+            })
+            .collect();
+        let total: u64 = counts.into_iter().map(|c| c.join().expect("client")).sum();
+        total as f64 / started.elapsed().as_secs_f64()
+    })
+    .expect("run in pod A")
+}
+
 /// Opens `count` connections from pod A, each proven end to end by one
 /// echo, and returns them open.
 pub(crate) fn hold(from: &PodNetns, dst: SocketAddr, count: usize) -> Vec<TcpStream> {
