@@ -79,14 +79,7 @@ pub(crate) fn round_trips(from: &PodNetns, dst: SocketAddr, rounds: usize) -> La
 pub(crate) fn connection_rate(from: &PodNetns, dst: SocketAddr, duration: Duration) -> f64 {
     from.run(move || {
         let started = Instant::now();
-        let mut count = 0u64;
-        while started.elapsed() < duration {
-            let mut tcp = connect(dst);
-            tcp.write_all(b"x").expect("send a byte");
-            let mut byte = [0u8; 1];
-            tcp.read_exact(&mut byte).expect("read the echo");
-            count += 1;
-        }
+        let count = connect_until(dst, started + duration);
         count as f64 / started.elapsed().as_secs_f64()
     })
     .expect("run in pod A")
@@ -105,24 +98,26 @@ pub(crate) fn parallel_connection_rate(
         let started = Instant::now();
         // Threads made here inherit this thread's namespace: pod A's.
         let counts: Vec<std::thread::JoinHandle<u64>> = (0..clients)
-            .map(|_| {
-                std::thread::spawn(move || {
-                    let mut count = 0u64;
-                    while started.elapsed() < duration {
-                        let mut tcp = connect(dst);
-                        tcp.write_all(b"x").expect("send a byte");
-                        let mut byte = [0u8; 1];
-                        tcp.read_exact(&mut byte).expect("read the echo");
-                        count += 1;
-                    }
-                    count
-                })
-            })
+            .map(|_| std::thread::spawn(move || connect_until(dst, started + duration)))
             .collect();
         let total: u64 = counts.into_iter().map(|c| c.join().expect("client")).sum();
         total as f64 / started.elapsed().as_secs_f64()
     })
     .expect("run in pod A")
+}
+
+/// One connection after another until `deadline`, each carrying one
+/// 1-byte echo before it closes: how many.
+fn connect_until(dst: SocketAddr, deadline: Instant) -> u64 {
+    let mut count = 0u64;
+    while Instant::now() < deadline {
+        let mut tcp = connect(dst);
+        tcp.write_all(b"x").expect("send a byte");
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).expect("read the echo");
+        count += 1;
+    }
+    count
 }
 
 /// Opens `count` connections from pod A, each proven end to end by one
