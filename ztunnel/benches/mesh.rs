@@ -62,9 +62,9 @@ struct Path {
     iperf_1: load::Transfer,
     iperf_4: load::Transfer,
     latency: load::Latency,
-    connections_per_second: f64,
+    connections: load::Rate,
     /// With [`CLIENTS`] clients connecting at once.
-    parallel_connections_per_second: f64,
+    parallel_connections: load::Rate,
 }
 
 /// Echo ports: one for the long-lived connections, and one per phase for
@@ -89,12 +89,12 @@ fn measure(pods: &Pods, what: &str, rate_port: u16) -> Path {
         iperf_1: load::iperf3(&pods.a_name, &pods.b_name, iperf, 1, IPERF_SECONDS),
         iperf_4: load::iperf3(&pods.a_name, &pods.b_name, iperf, 4, IPERF_SECONDS),
         latency: load::round_trips(&pods.a, dst, ROUNDS),
-        connections_per_second: load::connection_rate(
+        connections: load::connection_rate(
             &pods.a,
             SocketAddr::from((pods.b_ip, rate_port)),
             Duration::from_secs(RATE_SECONDS),
         ),
-        parallel_connections_per_second: load::parallel_connection_rate(
+        parallel_connections: load::parallel_connection_rate(
             &pods.a,
             SocketAddr::from((pods.b_ip, rate_port + PARALLEL_PORT_OFFSET)),
             Duration::from_secs(RATE_SECONDS),
@@ -290,14 +290,14 @@ fn report(
     );
     row(
         "new connections",
-        direct.connections_per_second,
-        meshed.connections_per_second,
+        direct.connections.per_second,
+        meshed.connections.per_second,
         "/s",
     );
     row(
         &format!("new connections, {CLIENTS} clients at once"),
-        direct.parallel_connections_per_second,
-        meshed.parallel_connections_per_second,
+        direct.parallel_connections.per_second,
+        meshed.parallel_connections.per_second,
         "/s",
     );
     for (i, node) in [NODE_A, NODE_B].iter().enumerate() {
@@ -313,7 +313,7 @@ fn report(
     // When both runs keep every CPU busy, throughput is the inverse of the
     // cost per byte: this is the share the mesh's CPU cost allows.
     let cost_bound = direct.iperf_1.cpu_seconds_per_gb / meshed.iperf_1.cpu_seconds_per_gb;
-    let rate = meshed.connections_per_second / direct.connections_per_second;
+    let rate = meshed.connections.per_second / direct.connections.per_second;
     let max_idle = idle.iter().cloned().fold(0.0, f64::max);
     let max_per_conn = per_conn_kib.iter().cloned().fold(0.0, f64::max);
     println!("\nbars:");
@@ -344,8 +344,20 @@ fn report(
     );
     println!(
         "    with {CLIENTS} clients at once: {:.0}% of direct",
-        100.0 * meshed.parallel_connections_per_second / direct.parallel_connections_per_second
+        100.0 * meshed.parallel_connections.per_second / direct.parallel_connections.per_second
     );
+    for (what, path) in [("direct", direct), ("mesh", meshed)] {
+        let (one, many) = (path.connections, path.parallel_connections);
+        println!(
+            "    {what}: slowest connection {:.1} ms, {} over {} ms (1 client); \
+             {:.1} ms, {} ({CLIENTS} clients)",
+            one.slowest_ms,
+            one.stalled,
+            load::STALL.as_millis(),
+            many.slowest_ms,
+            many.stalled
+        );
+    }
     println!(
         "  idle memory {max_idle:.1} MiB (<= 13 MiB): {}",
         bar(max_idle <= 13.0)
@@ -381,8 +393,8 @@ fn report(
             "added_p50_us": added_p50,
             "added_p99_us": meshed.latency.p99_us - direct.latency.p99_us,
             "connections_per_second": rate,
-            "parallel_connections_per_second": meshed.parallel_connections_per_second
-                / direct.parallel_connections_per_second,
+            "parallel_connections_per_second": meshed.parallel_connections.per_second
+                / direct.parallel_connections.per_second,
         },
     });
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ztunnel-mesh.json");

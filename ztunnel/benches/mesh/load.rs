@@ -74,15 +74,24 @@ pub(crate) fn round_trips(from: &PodNetns, dst: SocketAddr, rounds: usize) -> La
     }
 }
 
+/// New connections for a while: how many a second, and the slowest ones,
+/// which tell a rate cut by a few stalls (a SYN retransmitted after 1 s)
+/// from one that is slow all along.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub(crate) struct Rate {
+    pub(crate) per_second: f64,
+    pub(crate) slowest_ms: f64,
+    /// Connections that took more than [`STALL`], echo included.
+    pub(crate) stalled: u64,
+}
+
+/// A connection slower than this stalled: the rest take well under 1 ms.
+pub(crate) const STALL: Duration = Duration::from_millis(100);
+
 /// Sequential new connections for `duration`, each carrying one 1-byte
-/// echo before it closes: connections per second.
-pub(crate) fn connection_rate(from: &PodNetns, dst: SocketAddr, duration: Duration) -> f64 {
-    from.run(move || {
-        let started = Instant::now();
-        let count = connect_until(dst, started + duration);
-        count as f64 / started.elapsed().as_secs_f64()
-    })
-    .expect("run in pod A")
+/// echo before it closes.
+pub(crate) fn connection_rate(from: &PodNetns, dst: SocketAddr, duration: Duration) -> Rate {
+    parallel_connection_rate(from, dst, duration, 1)
 }
 
 /// The same with `clients` threads at once, each connecting in turn: what
@@ -93,31 +102,57 @@ pub(crate) fn parallel_connection_rate(
     dst: SocketAddr,
     duration: Duration,
     clients: usize,
-) -> f64 {
+) -> Rate {
     from.run(move || {
         let started = Instant::now();
         // Threads made here inherit this thread's namespace: pod A's.
-        let counts: Vec<std::thread::JoinHandle<u64>> = (0..clients)
+        let clients: Vec<std::thread::JoinHandle<Tally>> = (0..clients)
             .map(|_| std::thread::spawn(move || connect_until(dst, started + duration)))
             .collect();
-        let total: u64 = counts.into_iter().map(|c| c.join().expect("client")).sum();
-        total as f64 / started.elapsed().as_secs_f64()
+        let tallies: Vec<Tally> = clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect();
+        let elapsed = started.elapsed().as_secs_f64();
+        Rate {
+            per_second: tallies.iter().map(|t| t.count).sum::<u64>() as f64 / elapsed,
+            slowest_ms: tallies
+                .iter()
+                .map(|t| t.slowest.as_secs_f64() * 1e3)
+                .fold(0.0, f64::max),
+            stalled: tallies.iter().map(|t| t.stalled).sum(),
+        }
     })
     .expect("run in pod A")
 }
 
+/// One client's connections.
+struct Tally {
+    count: u64,
+    slowest: Duration,
+    stalled: u64,
+}
+
 /// One connection after another until `deadline`, each carrying one
-/// 1-byte echo before it closes: how many.
-fn connect_until(dst: SocketAddr, deadline: Instant) -> u64 {
-    let mut count = 0u64;
+/// 1-byte echo before it closes.
+fn connect_until(dst: SocketAddr, deadline: Instant) -> Tally {
+    let mut tally = Tally {
+        count: 0,
+        slowest: Duration::ZERO,
+        stalled: 0,
+    };
     while Instant::now() < deadline {
+        let began = Instant::now();
         let mut tcp = connect(dst);
         tcp.write_all(b"x").expect("send a byte");
         let mut byte = [0u8; 1];
         tcp.read_exact(&mut byte).expect("read the echo");
-        count += 1;
+        let took = began.elapsed();
+        tally.count += 1;
+        tally.slowest = tally.slowest.max(took);
+        tally.stalled += u64::from(took > STALL);
     }
-    count
+    tally
 }
 
 /// Opens `count` connections from pod A, each proven end to end by one
