@@ -111,10 +111,9 @@ impl Mesh {
         })
         .await;
         for node in [&self.node_a, &self.node_b] {
-            eventually("ztunnel synced with its pods", || {
-                let synced = node.xds_status().borrow().synced;
-                let captured = node.pods().caught_up() && node.pods().all_captured();
-                async move { synced && captured }
+            let readiness = node.readiness_addr();
+            eventually("ztunnel synced with its pods captured", || async move {
+                http_get_status(readiness, "/healthz/ready").await == Some(200)
             })
             .await;
         }

@@ -127,6 +127,7 @@ pub(crate) fn parallel_connection_rate(
 }
 
 /// One client's connections.
+#[derive(Default)]
 struct Tally {
     count: u64,
     slowest: Duration,
@@ -136,11 +137,7 @@ struct Tally {
 /// One connection after another until `deadline`, each carrying one
 /// 1-byte echo before it closes.
 fn connect_until(dst: SocketAddr, deadline: Instant) -> Tally {
-    let mut tally = Tally {
-        count: 0,
-        slowest: Duration::ZERO,
-        stalled: 0,
-    };
+    let mut tally = Tally::default();
     while Instant::now() < deadline {
         let began = Instant::now();
         let mut tcp = connect(dst);

@@ -152,20 +152,10 @@ impl Admin {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
 
     fn admin(pods: PodDirectory) -> Admin {
-        let (_, xds_status) = watch::channel(ClientStatus {
-            connected: true,
-            since: SystemTime::now(),
-            synced: true,
-            server_version: "1".into(),
-            responses: 1,
-            nacks: 0,
-            last_error: None,
-        });
+        let (_, xds_status) = watch::channel(crate::pods::tests::status(true));
         Admin {
             node: "node-x".into(),
             xds_address: "https://istiod:15012".into(),

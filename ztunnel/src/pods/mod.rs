@@ -354,4 +354,4 @@ impl PodManager {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -24,7 +24,8 @@ impl CertSource for NoCertificates {
     }
 }
 
-fn status(synced: bool) -> ClientStatus {
+/// A client's status, connected, `synced` or not; for the admin tests too.
+pub(crate) fn status(synced: bool) -> ClientStatus {
     ClientStatus {
         connected: true,
         since: SystemTime::now(),

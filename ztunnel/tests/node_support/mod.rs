@@ -254,12 +254,10 @@ spec:
 
 /// Waits until `app` holds workloads and is ready.
 pub async fn ready(app: &App, workloads: usize) {
-    let status = app.xds_status();
+    let readiness = app.readiness_addr();
     eventually("ztunnel synced with its pods captured", || {
-        let synced = status.borrow().synced;
         let count = app.state().snapshot().workloads().count();
-        let captured = app.pods().caught_up() && app.pods().all_captured();
-        async move { synced && count >= workloads && captured }
+        async move { count >= workloads && http_get(readiness, "/healthz/ready").await.0 == 200 }
     })
     .await;
 }
