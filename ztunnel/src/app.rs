@@ -1,11 +1,12 @@
 //! The composition root: builds every part of ztunnel from its settings,
 //! starts them, and runs the shutdown protocol.
 //!
-//! Two runtimes, as in Istio's ztunnel: the control runtime (one thread)
-//! runs the xDS and CA clients, the pod manager and the status servers;
-//! the data runtime (`ZTUNNEL_WORKER_THREADS`) runs every pod's listeners
-//! and connections, so a slow status page or a large push never delays a
-//! byte.
+//! The control runtime (one thread) runs the xDS and CA clients, the pod
+//! manager and the status servers; the data path's worker threads
+//! (`ZTUNNEL_WORKER_THREADS`, one single-threaded runtime each) run every
+//! pod's listeners and connections, each pod on one of them
+//! (`pods::DataThreads`), so a slow status page or a large push never
+//! delays a byte.
 //!
 //! ```text
 //!  XDS_ADDRESS ── DeltaClient ──▶ StateHandler ──▶ StateStore ──┬─▶ PodManager ─▶ Proxy per pod
@@ -31,7 +32,6 @@ use prometheus_client::registry::Registry;
 use proto::core::Node;
 use telemetry::logging::LogControl;
 use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use xds::{
@@ -44,7 +44,7 @@ use crate::capture::Redirection;
 use crate::config::{Args, Capture, ConfigError};
 use crate::connections::ConnectionTracker;
 use crate::metrics::Metrics;
-use crate::pods::{CaptureMode, PodDirectory, PodManager, ProxyParts};
+use crate::pods::{CaptureMode, DataThreads, PodDirectory, PodManager, ProxyParts};
 use crate::proxy::{CertSource, ProxyConfig};
 use crate::state::StateStore;
 use crate::xds::StateHandler;
@@ -93,11 +93,11 @@ impl App {
     ///
     /// Call it on the control runtime: the control-plane clients, the pod
     /// manager and the status servers run there; every pod's listeners and
-    /// connections run on `data`. (Tests pass the same runtime for both.)
+    /// connections run on `data`. (Tests pass their own runtime for both.)
     pub async fn start(
         args: &Args,
         logging: Option<LogControl>,
-        data: Handle,
+        data: DataThreads,
     ) -> Result<App, AppError> {
         args.validate()?;
         let state = Arc::new(StateStore::new());

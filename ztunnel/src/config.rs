@@ -91,7 +91,8 @@ pub struct Args {
     /// namespaces (`ip netns`), or `/proc` on a Kubernetes node (hostPID).
     #[arg(long, env = "ZTUNNEL_NETNS_DIR", default_value = crate::capture::DEFAULT_NETNS_DIR)]
     pub netns_dir: PathBuf,
-    /// Tokio worker threads for the data path (Istio's default: 2).
+    /// Worker threads for the data path (Istio's default count: 2). Each
+    /// local pod runs on one of them, the one with the fewest pods.
     #[arg(long, env = "ZTUNNEL_WORKER_THREADS", default_value_t = 2)]
     pub worker_threads: usize,
 }

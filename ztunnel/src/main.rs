@@ -3,12 +3,14 @@
 //! subscriber and the signals lives in the library (`ztunnel::app`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use ztunnel::app::App;
 use ztunnel::config::Args;
+use ztunnel::pods::DataThreads;
 
 fn main() -> ExitCode {
     // Before any other thread allocates.
@@ -68,12 +70,9 @@ fn raise_fd_limit() {
 
 fn run(args: Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::Result<()> {
     args.validate()?;
-    let data = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads)
-        .thread_name("ztunnel-worker")
-        .enable_all()
-        .build()
-        .context("cannot start the data-path runtime")?;
+    let data = hbone::Workers::start("ztunnel-worker", args.worker_threads)
+        .context("cannot start the data path's worker threads")?;
+    let data = DataThreads::Workers(Arc::new(data));
     // The control runtime is this thread: control-plane clients, pod
     // manager, status servers, signals (see `ztunnel::app`).
     let control = tokio::runtime::Builder::new_current_thread()
@@ -82,7 +81,7 @@ fn run(args: Args, logging: Option<telemetry::logging::LogControl>) -> anyhow::R
         .context("cannot start the control runtime")?;
     control.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let app = App::start(&args, logging, data.handle().clone()).await?;
+        let app = App::start(&args, logging, data).await?;
         tokio::spawn(ztunnel::malloc::return_free_memory());
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),

@@ -12,7 +12,10 @@
 //! connection), and 0.308 against 0.208 over HTTP/2.
 //!
 //! A new connection goes to the worker with the fewest open connections
-//! (ties in turn), so long-lived connections spread over the cores.
+//! (ties in turn), so long-lived connections spread over the cores. A
+//! caller that keeps its own group of tasks together (ztunnel: one pod's
+//! listeners, connections and HBONE pool) takes a [`Placement`] instead and
+//! spawns them all on its worker.
 
 use std::future::Future;
 use std::io;
@@ -41,7 +44,25 @@ struct Worker {
 }
 
 /// Counts a connection on its worker until the connection's future ends.
+#[derive(Debug)]
 struct Open(Arc<AtomicUsize>);
+
+/// One worker, reserved for a long-lived group of tasks: it counts as one
+/// open connection on that worker until dropped. Dropping it does not stop
+/// the tasks spawned on it.
+#[derive(Debug)]
+pub struct Placement {
+    handle: Handle,
+    _open: Open,
+}
+
+impl Placement {
+    /// The worker's runtime: what is spawned on it, and everything that
+    /// spawns with `tokio::spawn`, runs on that one thread.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -77,6 +98,16 @@ impl Workers {
             .collect()
     }
 
+    /// Reserves the least busy worker (see [`Placement`]).
+    pub fn place(&self) -> Placement {
+        let worker = &self.workers[self.pick()];
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        Placement {
+            handle: worker.handle.clone(),
+            _open: Open(worker.open.clone()),
+        }
+    }
+
     /// Moves `tcp` to the least busy worker and runs `serve(tcp)` there.
     /// Everything `serve` spawns with `tokio::spawn` stays on that worker.
     pub fn serve<F, Fut>(&self, tcp: TcpStream, serve: F) -> io::Result<()>
@@ -86,11 +117,9 @@ impl Workers {
     {
         // Off this runtime's reactor; the worker registers it with its own.
         let tcp = tcp.into_std()?;
-        let worker = &self.workers[self.pick()];
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let open = Open(worker.open.clone());
-        worker.handle.spawn(async move {
-            let _open = open;
+        let placement = self.place();
+        placement.handle.clone().spawn(async move {
+            let _open = placement;
             match TcpStream::from_std(tcp) {
                 Ok(tcp) => serve(tcp).await,
                 Err(error) => debug!(%error, "cannot register an accepted connection"),

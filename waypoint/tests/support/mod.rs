@@ -288,7 +288,7 @@ impl ControlPlane {
             "explicit",
         ])
         .unwrap();
-        let data = tokio::runtime::Handle::current();
+        let data = ztunnel::pods::DataThreads::Runtime(tokio::runtime::Handle::current());
         ztunnel::app::App::start(&args, None, data).await.unwrap()
     }
 

@@ -20,6 +20,7 @@
 
 pub mod plan;
 mod serve;
+mod threads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -29,13 +30,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use identity::Identity;
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use xds::ClientStatus;
 
 pub use self::plan::DesiredPod;
 pub use self::serve::CaptureMode;
+pub use self::threads::DataThreads;
+use self::threads::PodThread;
 use crate::capture::{self, PodNetns, rules};
 use crate::connections::ConnectionTracker;
 use crate::metrics::Metrics;
@@ -106,9 +108,9 @@ pub struct ProxyParts {
     pub certs: Arc<dyn CertSource>,
     pub connections: ConnectionTracker,
     pub config: ProxyConfig,
-    /// The data-path runtime: every pod's listeners and connections run
+    /// The data path's threads: every pod's listeners and connections run
     /// there, never on the runtime of the manager and the control plane.
-    pub data: Handle,
+    pub data: DataThreads,
 }
 
 /// Starts and stops the local pods' proxies.
@@ -131,6 +133,8 @@ struct RunningPod {
     /// connections; `None` when setup failed.
     stop: Option<watch::Sender<bool>>,
     netns: Option<PodNetns>,
+    /// The thread its listeners and connections run on.
+    thread: Option<PodThread>,
 }
 
 // === impl PodDirectory ===
@@ -298,6 +302,7 @@ impl PodManager {
             identity: pod.identity.clone(),
             stop: None,
             netns: None,
+            thread: None,
         };
         let served = prepared.map(|prepared| {
             status.capture = Some(prepared.capture.clone());
@@ -312,8 +317,10 @@ impl PodManager {
                 parts.config.clone(),
             );
             let (stop, stopped) = watch::channel(false);
-            prepared.spawn(&proxy, &stopped, &parts.data);
+            let thread = parts.data.place();
+            prepared.spawn(&proxy, &stopped, thread.handle());
             running.stop = Some(stop);
+            running.thread = Some(thread);
         });
         match served {
             Ok(()) => {

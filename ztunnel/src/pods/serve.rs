@@ -130,14 +130,14 @@ impl Prepared {
         self.connector.clone()
     }
 
-    /// Serves every listener with `proxy` on the `data` runtime until
+    /// Serves every listener with `proxy` on the pod's thread `on` until
     /// `stop` turns true (or its sender is dropped). Each listener is
     /// registered with that runtime's reactor, inside its task, so accepts
     /// never wait on the control runtime.
-    pub(super) fn spawn(self, proxy: &Proxy, stop: &watch::Receiver<bool>, data: &Handle) {
+    pub(super) fn spawn(self, proxy: &Proxy, stop: &watch::Receiver<bool>, on: &Handle) {
         for (role, listener) in self.listeners {
             let (proxy, stop) = (proxy.clone(), stop.clone());
-            data.spawn(async move {
+            on.spawn(async move {
                 let listener = match TcpListener::from_std(listener) {
                     Ok(listener) => listener,
                     Err(error) => {

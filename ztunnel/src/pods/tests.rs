@@ -57,7 +57,7 @@ async fn the_manager_is_caught_up_only_after_a_pass_over_the_synced_config() {
         certs: Arc::new(NoCertificates),
         connections: ConnectionTracker::new(metrics.clone()),
         config: ProxyConfig::default(),
-        data: tokio::runtime::Handle::current(),
+        data: super::DataThreads::Runtime(tokio::runtime::Handle::current()),
     };
     let manager = PodManager::new("node-x", CaptureMode::Explicit, parts, metrics);
     let directory = manager.directory();

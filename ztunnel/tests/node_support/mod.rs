@@ -163,7 +163,7 @@ impl ControlPlane {
     }
 
     pub async fn ztunnel(&self, node: &str, extra: &[&str]) -> App {
-        let data = tokio::runtime::Handle::current();
+        let data = ztunnel::pods::DataThreads::Runtime(tokio::runtime::Handle::current());
         App::start(&self.ztunnel_args(node, extra), None, data)
             .await
             .unwrap()

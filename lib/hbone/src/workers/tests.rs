@@ -133,3 +133,33 @@ async fn wait_until(done: impl Fn() -> bool) {
     }
     panic!("condition not reached in 5 s");
 }
+
+#[tokio::test]
+async fn a_placement_counts_on_its_worker_until_dropped_and_keeps_its_tasks_there() {
+    let workers = Workers::start("p", 2).unwrap();
+    let first = workers.place();
+    let second = workers.place();
+    assert_eq!(workers.open_connections(), [1, 1]);
+
+    let (names_tx, mut names) = mpsc::unbounded_channel();
+    first.handle().spawn(async move {
+        names_tx.send(thread_name()).unwrap();
+        let names_tx = names_tx.clone();
+        tokio::spawn(async move { names_tx.send(thread_name()).unwrap() });
+    });
+    let (parent, child) = (names.recv().await.unwrap(), names.recv().await.unwrap());
+    assert!(parent.starts_with("p-"), "ran on {parent:?}");
+    assert_eq!(
+        parent, child,
+        "a task spawned by a placed task left its worker"
+    );
+
+    // Dropped, a placement frees its worker for the next one.
+    let freed = if parent == "p-0" { [0, 1] } else { [1, 0] };
+    drop(first);
+    assert_eq!(workers.open_connections(), freed);
+    let third = workers.place();
+    assert_eq!(workers.open_connections(), [1, 1]);
+    drop((second, third));
+    assert_eq!(workers.open_connections(), [0, 0]);
+}
