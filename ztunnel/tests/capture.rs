@@ -171,7 +171,10 @@ fn outbound_tcp_from_the_app_is_redirected_to_15001() {
 
     let original = SockRef::from(&redirected).original_dst_v4().unwrap();
     assert_eq!(original.as_socket(), Some(dst));
-    assert_eq!(capture::original_dst(&redirected).unwrap(), dst);
+    assert_eq!(
+        capture::original_dst(&redirected, redirected.local_addr().unwrap()).unwrap(),
+        dst
+    );
     assert_eq!(from, app.local_addr().unwrap());
     let seen_by_app = app.peer_addr().unwrap();
     assert_eq!(seen_by_app, dst, "the app must not see the redirect");
@@ -188,7 +191,10 @@ fn outbound_ipv6_tcp_is_redirected_to_15001() {
     let _app = t.app_connect(dst);
     let (redirected, _) = accepted(&capture, "the IPv6 outbound capture listener");
 
-    assert_eq!(capture::original_dst(&redirected).unwrap(), dst);
+    assert_eq!(
+        capture::original_dst(&redirected, redirected.local_addr().unwrap()).unwrap(),
+        dst
+    );
     untouched(&peer, "the real destination");
 }
 
@@ -307,7 +313,10 @@ fn inbound_tcp_to_the_pod_is_redirected_to_15006() {
         let _peer = t.peer_connect(dst);
         let (redirected, from) = accepted(&inbound, "the inbound capture listener");
 
-        assert_eq!(capture::original_dst(&redirected).unwrap(), dst);
+        assert_eq!(
+            capture::original_dst(&redirected, redirected.local_addr().unwrap()).unwrap(),
+            dst
+        );
         assert_eq!(from.ip(), node_ip, "the peer's address must be kept");
         untouched(&app, "the app");
     }

@@ -115,10 +115,12 @@ fn marked_socket(domain: Domain, mark: u32) -> io::Result<Socket> {
 
 /// The destination a redirected connection was addressed to before the
 /// pod's rules sent it to ztunnel (`SO_ORIGINAL_DST`, from conntrack), for
-/// a std or tokio `TcpStream` accepted on a capture listener.
-pub fn original_dst(stream: &impl AsFd) -> io::Result<SocketAddr> {
+/// a std or tokio `TcpStream` accepted on a capture listener. `local` is
+/// the socket's own address, which callers read anyway: it gives the
+/// family without another `getsockname(2)` per connection.
+pub fn original_dst(stream: &impl AsFd, local: SocketAddr) -> io::Result<SocketAddr> {
     let socket = SockRef::from(stream);
-    let original = if socket.local_addr()?.is_ipv4() {
+    let original = if local.is_ipv4() {
         socket.original_dst_v4()?
     } else {
         socket.original_dst_v6()?

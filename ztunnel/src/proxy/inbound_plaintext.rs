@@ -78,7 +78,7 @@ impl Inner {
 /// serving them would connect the proxy to itself.
 pub(super) fn original_dst(tcp: &TcpStream) -> Result<SocketAddr, ProxyError> {
     let local = tcp.local_addr().map_err(ProxyError::OriginalDst)?;
-    let original = crate::capture::original_dst(tcp).map_err(ProxyError::OriginalDst)?;
+    let original = crate::capture::original_dst(tcp, local).map_err(ProxyError::OriginalDst)?;
     check_redirected(original, local)
 }
 
