@@ -78,6 +78,8 @@ waypoint_pid=$(jq -er '.processes[] | select(.name == "pod/wp/waypoint") | .pid'
 # does, so its CPU per request is what any such hop costs on this machine.
 ztunnel_pid=$(jq -er '.processes[] | select(.name == "ztunnel/node-a") | .pid' "$state")
 clk_tck=$(getconf CLK_TCK)
+# seconds <ticks>: CPU clock ticks as seconds, for jq.
+seconds() { jq -n --argjson t "$1" --argjson hz "$clk_tck" '$t / $hz'; }
 
 declare -A url=(
     [direct]=http://server.direct.pod:8080/
@@ -144,8 +146,7 @@ load_run() {
         h2_*) figures=$(parse_h2load "$h2log" <<<"$raw") ;;
     esac
     jq -nc --arg m "$measurement" --arg ns "$ns" --argjson f "$figures" \
-        --argjson cpu "$(jq -n --argjson t $((ticks1 - ticks0)) --argjson hz "$clk_tck" '$t / $hz')" \
-        --argjson zt "$(jq -n --argjson t $((zt1 - zt0)) --argjson hz "$clk_tck" '$t / $hz')" \
+        --argjson cpu "$(seconds $((ticks1 - ticks0)))" --argjson zt "$(seconds $((zt1 - zt0)))" \
         --argjson rss "$rss1" --argjson hwm "$hwm1" \
         '{measurement: $m, path: $ns, figures: $f,
           waypoint: {cpu_seconds: $cpu, rss_kib_after: $rss, rss_kib_peak: $hwm},

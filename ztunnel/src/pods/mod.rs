@@ -129,12 +129,20 @@ pub struct PodManager {
 struct RunningPod {
     addresses: Vec<IpAddr>,
     identity: Identity,
-    /// Turning it true stops the pod's listeners and drains its HBONE
-    /// connections; `None` when setup failed.
-    stop: Option<watch::Sender<bool>>,
+    /// `None` when setup failed.
+    serving: Option<Serving>,
     netns: Option<PodNetns>,
-    /// The thread its listeners and connections run on.
-    thread: Option<PodThread>,
+}
+
+/// A pod whose listeners are up.
+#[derive(Debug)]
+struct Serving {
+    /// Turning it true stops the pod's listeners and drains its HBONE
+    /// connections.
+    stop: watch::Sender<bool>,
+    /// The thread its listeners and connections run on, held so that the
+    /// pod counts there.
+    _thread: PodThread,
 }
 
 // === impl PodDirectory ===
@@ -217,7 +225,7 @@ impl PodManager {
             if synced {
                 self.directory.set_caught_up();
             }
-            let failed = self.running.values().any(|p| p.stop.is_none());
+            let failed = self.running.values().any(|p| p.serving.is_none());
             let waiting = xds_open && !self.directory.caught_up();
             tokio::select! {
                 changed = updates.changed() => {
@@ -238,8 +246,8 @@ impl PodManager {
             }
         }
         for pod in self.running.values() {
-            if let Some(stop) = &pod.stop {
-                stop.send_replace(true);
+            if let Some(serving) = &pod.serving {
+                serving.stop.send_replace(true);
             }
         }
     }
@@ -256,7 +264,7 @@ impl PodManager {
         let failed: Vec<Arc<str>> = self
             .running
             .iter()
-            .filter(|(_, pod)| pod.stop.is_none())
+            .filter(|(_, pod)| pod.serving.is_none())
             .map(|(uid, _)| uid.clone())
             .collect();
         for change in plan::diff(&desired, &running, &failed) {
@@ -272,7 +280,7 @@ impl PodManager {
         let (captured, failed) = self
             .running
             .values()
-            .fold((0, 0), |(c, f), p| match p.stop {
+            .fold((0, 0), |(c, f), p| match p.serving {
                 Some(_) => (c + 1, f),
                 None => (c, f + 1),
             });
@@ -300,9 +308,8 @@ impl PodManager {
         let mut running = RunningPod {
             addresses: pod.addresses.clone(),
             identity: pod.identity.clone(),
-            stop: None,
+            serving: None,
             netns: None,
-            thread: None,
         };
         let served = prepared.map(|prepared| {
             status.capture = Some(prepared.capture.clone());
@@ -319,8 +326,10 @@ impl PodManager {
             let (stop, stopped) = watch::channel(false);
             let thread = parts.data.place();
             prepared.spawn(&proxy, &stopped, thread.handle());
-            running.stop = Some(stop);
-            running.thread = Some(thread);
+            running.serving = Some(Serving {
+                stop,
+                _thread: thread,
+            });
         });
         match served {
             Ok(()) => {
@@ -341,8 +350,8 @@ impl PodManager {
             return;
         };
         self.directory.remove(uid);
-        if let Some(stop) = pod.stop {
-            stop.send_replace(true);
+        if let Some(serving) = pod.serving {
+            serving.stop.send_replace(true);
         }
         if let Some(netns) = pod.netns {
             let removed = tokio::task::spawn_blocking(move || rules::remove(&netns)).await;
