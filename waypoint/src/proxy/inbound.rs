@@ -242,11 +242,12 @@ impl Inner {
         let service = service_fn(move |request| {
             let inner = inner.clone();
             let downstream = downstream.clone();
-            // Boxed: hyper moves each request's future into a task of its
-            // own, and tokio writes over it when the task ends. The state
-            // machine of `handle` (attempts, retries, mirrors) is large,
-            // a box is a pointer: 7% less CPU per request at a steady
-            // 1,000 requests a second (docs/performance.md).
+            // Boxed: on HTTP/2, hyper moves each request's future into a
+            // task of its own, and tokio writes over it when the task
+            // ends. The state machine of `handle` (fault delay, body
+            // buffering, attempts and retries) is large, a box is a
+            // pointer: 7% less CPU per request at a steady 1,000 requests
+            // a second (docs/performance.md).
             Box::pin(async move {
                 Ok::<_, std::convert::Infallible>(inner.handle(&downstream, request).await)
             })
