@@ -41,7 +41,7 @@ pub struct ConnectionCounts {
     /// Connections open or being opened to any endpoint of the service.
     pub service: u32,
     /// Of those, the ones the request could use: to its endpoint, with
-    /// its HTTP version.
+    /// its HTTP version, driven by its worker thread.
     pub endpoint: u32,
     /// Requests of the service waiting for a connection.
     pub waiting: u32,
@@ -75,7 +75,9 @@ pub fn admit(limits: &Limits, counts: ConnectionCounts) -> Admission {
 }
 
 /// Whether a connection may be opened: the service is under
-/// `maxConnections`, or the endpoint has none at all.
+/// `maxConnections`, or the endpoint has none at all that the request
+/// could use (Envoy's rule, per worker: a request is never left waiting
+/// for a connection that nobody will open).
 pub fn may_open(limits: &Limits, counts: ConnectionCounts) -> bool {
     counts.endpoint == 0
         || limits

@@ -39,7 +39,7 @@ pub use server::{ConnectHandler, InboundConnect, Rejection, Server, ServerConfig
 pub use settings::H2Settings;
 pub use tunnel::Tunnel;
 pub use tunnel_copy::copy_tunnel;
-pub use workers::{Placement, Workers};
+pub use workers::{Placement, WorkerId, Workers, current_worker};
 
 /// The port HBONE listens on, in pods and on waypoints.
 pub const HBONE_PORT: u16 = 15008;

@@ -3,7 +3,11 @@
 //! Connections are keyed by (source identity, destination address, expected
 //! identities), because a connection proves exactly one source identity and
 //! was checked against exactly one set of expected peers: reusing it for any
-//! other combination would be a security bug, not an optimisation.
+//! other combination would be a security bug, not an optimisation. They
+//! are keyed by the worker thread that opened them as well
+//! ([`crate::workers`]): a connection's driver runs on that thread, so a
+//! tunnel leased from another would hand every write and every wake-up
+//! across threads.
 //!
 //! Life of a connection:
 //! 1. `connect` finds a live connection for the key with a free stream slot
@@ -37,6 +41,7 @@ use crate::connector::{Connector, DirectConnector};
 use crate::error::Error;
 use crate::settings::H2Settings;
 use crate::tunnel::Tunnel;
+use crate::workers::{WorkerId, current_worker};
 
 /// Limits and deadlines of the client pool.
 #[derive(Debug, Clone)]
@@ -109,6 +114,8 @@ struct PoolInner {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
+    /// The worker the connection's driver runs on; `None` off the workers.
+    worker: Option<WorkerId>,
     source: Identity,
     destination: SocketAddr,
     /// Sorted and deduplicated, so equal sets share connections.
@@ -217,6 +224,7 @@ impl Pool {
         expected.sort();
         expected.dedup();
         let key = PoolKey {
+            worker: current_worker(),
             source: request.source.identity.clone(),
             destination: request.destination,
             expected,

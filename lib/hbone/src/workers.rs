@@ -16,7 +16,13 @@
 //! caller that keeps its own group of tasks together (ztunnel: one pod's
 //! listeners, connections and HBONE pool) takes a [`Placement`] instead and
 //! spawns them all on its worker.
+//!
+//! A pool of upstream connections keys them by [`current_worker`] too, as
+//! each Envoy worker has pools of its own: a request then goes out on a
+//! connection driven by its own thread, and no hand-off between the
+//! downstream and the upstream side crosses threads.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -26,6 +32,22 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::debug;
+
+/// One worker thread, unique in the process (over every [`Workers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(usize);
+
+static NEXT_WORKER_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static CURRENT_WORKER: Cell<Option<WorkerId>> = const { Cell::new(None) };
+}
+
+/// The worker this code runs on; `None` off the workers (the main
+/// runtime, a test's runtime).
+pub fn current_worker() -> Option<WorkerId> {
+    CURRENT_WORKER.with(Cell::get)
+}
 
 /// The worker threads of one process's data path.
 #[derive(Debug)]
@@ -149,9 +171,11 @@ impl Worker {
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let id = WorkerId(NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed));
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                CURRENT_WORKER.with(|current| current.set(Some(id)));
                 // Err: the sender is gone, which is the signal too.
                 let _ = runtime.block_on(stopped);
             })?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hbone::{Error, Pool, PoolConfig, Server, ServerConfig};
+use hbone::{Error, Placement, Pool, PoolConfig, Server, ServerConfig, Workers};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -92,6 +92,43 @@ async fn different_sources_or_expectations_never_share_a_connection() {
         .expected_identities
         .push("spiffe://cluster.local/ns/b/sa/other".parse().unwrap());
     let _c = pool.connect(wider).await.unwrap();
+    assert_eq!(pool.connections_opened(), 3);
+}
+
+#[tokio::test]
+async fn each_worker_dials_connections_of_its_own_and_reuses_them() {
+    let ca = ca();
+    let client = cert(&ca, "a", "client");
+    let server = serve(&cert(&ca, "b", "server"), Echo).await;
+    let pool = Pool::new(PoolConfig::default());
+    let workers = Workers::start("pool-worker", 2).unwrap();
+    // Held together, the two placements are on the two workers.
+    let (first, second) = (workers.place(), workers.place());
+    // A tunnel opened and used on `placement`'s worker, kept open.
+    let tunnel_on = |placement: &Placement| {
+        let pool = pool.clone();
+        let request = request(&client, &server);
+        placement.handle().spawn(async move {
+            let mut tunnel = pool.connect(request).await.unwrap();
+            echo_once(&mut tunnel, b"ok").await;
+            tunnel
+        })
+    };
+    let _one = tunnel_on(&first).await.unwrap();
+    let _two = tunnel_on(&first).await.unwrap();
+    assert_eq!(
+        pool.connections_opened(),
+        1,
+        "a worker reuses its connection"
+    );
+    let _three = tunnel_on(&second).await.unwrap();
+    assert_eq!(
+        pool.connections_opened(),
+        2,
+        "a tunnel from another worker went over the first worker's connection"
+    );
+    // Off the workers (this test's runtime) is a place of its own too.
+    let _four = pool.connect(request(&client, &server)).await.unwrap();
     assert_eq!(pool.connections_opened(), 3);
 }
 

@@ -7,7 +7,12 @@
 //! pools, and within it they are keyed by endpoint address, transport,
 //! version and the identity they were checked against
 //! ([`ConnectionKey`]), so that a connection proved to reach identity A
-//! never carries a request meant for B.
+//! never carries a request meant for B; and by the worker thread that
+//! opened them, as each Envoy worker has pools of its own, so that a
+//! request goes out on a connection its own thread drives (see
+//! `hbone::workers`). The limits count over every worker; as in Envoy,
+//! a worker with no connection to an endpoint may open one over
+//! `maxConnections` ([`crate::breaker::may_open`]).
 //!
 //! - An HTTP/1 connection carries one request at a time: a request checks
 //!   out one that hyper says is ready, sends on it and puts it back,
@@ -62,6 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
+use hbone::WorkerId;
 use hyper::client::conn::{http1, http2};
 use identity::Identity;
 use tokio::sync::oneshot;
@@ -76,6 +82,9 @@ use crate::breaker::{self, Admission, ConnectionCounts};
 /// Which connections of a service a request may use.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct ConnectionKey {
+    /// The worker whose tasks drive the connection; `None` off the
+    /// workers.
+    pub(super) worker: Option<WorkerId>,
     pub(super) addr: SocketAddr,
     /// `Some` when tunnelled: the identity the tunnel checked.
     pub(super) hbone_identity: Option<Identity>,

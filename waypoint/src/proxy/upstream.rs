@@ -266,6 +266,7 @@ impl Upstreams {
         let addr = endpoint.addr;
         let http = |source| UpstreamError::Http { addr, source };
         let key = ConnectionKey {
+            worker: hbone::current_worker(),
             addr,
             hbone_identity: (endpoint.workload.protocol == TunnelProtocol::Hbone)
                 .then(|| endpoint.workload.identity.clone()),

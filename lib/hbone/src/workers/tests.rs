@@ -163,3 +163,37 @@ async fn a_placement_counts_on_its_worker_until_dropped_and_keeps_its_tasks_ther
     drop((second, third));
     assert_eq!(workers.open_connections(), [0, 0]);
 }
+
+#[tokio::test]
+async fn each_worker_thread_knows_its_own_id_and_other_threads_have_none() {
+    assert_eq!(current_worker(), None, "a test's runtime is no worker");
+    let workers = Workers::start("id", 2).unwrap();
+    let others = Workers::start("id-other", 1).unwrap();
+    // Held together, two placements are on the two workers.
+    let (first, second, other) = (workers.place(), workers.place(), others.place());
+    // The id seen by a task on `placement`, and by a task it spawns.
+    let ids = |placement: &Placement| {
+        placement.handle().spawn(async {
+            let spawned = tokio::spawn(async { current_worker() });
+            (current_worker(), spawned.await.unwrap())
+        })
+    };
+    let (id, spawned) = ids(&first).await.unwrap();
+    let id = id.expect("a worker has an id");
+    assert_eq!(spawned, Some(id), "a spawned task has its worker's id");
+    assert_eq!(
+        ids(&first).await.unwrap().0,
+        Some(id),
+        "the same worker, the same id"
+    );
+    let (second, _) = ids(&second).await.unwrap();
+    assert!(
+        second.is_some_and(|s| s != id),
+        "two workers, one id: {id:?}"
+    );
+    let (other, _) = ids(&other).await.unwrap();
+    assert!(
+        other.is_some_and(|o| o != id && Some(o) != second),
+        "ids repeat across groups of workers: {other:?}"
+    );
+}

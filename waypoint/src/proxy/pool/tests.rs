@@ -2,6 +2,7 @@ use super::*;
 
 fn key() -> ConnectionKey {
     ConnectionKey {
+        worker: None,
         addr: SocketAddr::from(([10, 0, 0, 1], 8080)),
         hbone_identity: None,
         http2: false,
@@ -20,6 +21,21 @@ fn other_key() -> ConnectionKey {
         addr: SocketAddr::from(([10, 0, 0, 2], 8080)),
         ..key()
     }
+}
+
+/// The ids of two worker threads.
+fn two_workers() -> (WorkerId, WorkerId) {
+    let workers = hbone::Workers::start("pool-test", 2).unwrap();
+    // Held together, the two placements are on the two workers.
+    let (first, second) = (workers.place(), workers.place());
+    let id = |placement: &hbone::Placement| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        placement
+            .handle()
+            .spawn(async move { sender.send(hbone::current_worker()) });
+        receiver.recv().unwrap().expect("a worker has an id")
+    };
+    (id(&first), id(&second))
 }
 
 fn limits(connections: u32, pending: u32) -> Limits {
@@ -349,6 +365,37 @@ mod connections {
         // next request takes it, whether its watcher has run or not.
         assert!(matches!(
             pool.checkout(&service(), &key(), &limits),
+            Checkout::Ready(Lease::Http1(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_free_connection_of_another_worker_is_not_checked_out() {
+        let pool = Arc::new(ConnectionPool::default());
+        let limits = limits(1, 1);
+        let (a, b) = two_workers();
+        let on_a = ConnectionKey {
+            worker: Some(a),
+            ..key()
+        };
+        let on_b = ConnectionKey {
+            worker: Some(b),
+            ..key()
+        };
+        let slot = opened(pool.checkout(&service(), &on_a, &limits));
+        let mut connection = http1_connection(slot).await;
+        let (response, _) = connection.send(request(false), &limits);
+        pool.put_back(connection);
+        read_to_end(response.await).await;
+        // Free, but a's: b opens its first connection to the endpoint, over
+        // `maxConnections`, as an Envoy worker does.
+        let _b_first = opened(pool.checkout(&service(), &on_b, &limits));
+        assert_eq!(pool.counts(&service(), &on_b).service, 2);
+        // b's next request, at the limit, waits for b's connection...
+        let _in_line = waiting(pool.checkout(&service(), &on_b, &limits));
+        // ...while a's takes a's free one.
+        assert!(matches!(
+            pool.checkout(&service(), &on_a, &limits),
             Checkout::Ready(Lease::Http1(_))
         ));
     }
