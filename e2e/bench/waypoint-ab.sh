@@ -34,7 +34,7 @@ done
 # meshctl starts the waypoint binary next to itself. The original goes
 # back when this run ends.
 saved=$(mktemp /tmp/waypoint-ab.XXXXXX)
-cp "$bin/waypoint" "$saved"
+cp -p "$bin/waypoint" "$saved"
 cp --remove-destination "$binary" "$bin/waypoint"
 MESHCTL_STATE_DIR=$(mktemp -d /tmp/waypoint-ab-state.XXXXXX)
 export MESHCTL_STATE_DIR MESHCTL_MESH=ab-$$
@@ -43,7 +43,7 @@ cleanup() {
     trap - EXIT INT TERM
     if [[ -n ${holder:-} ]]; then kill "$holder" 2>/dev/null || true; fi
     "$bin/meshctl" down >/dev/null 2>&1 || true
-    cp --remove-destination "$saved" "$bin/waypoint"
+    cp -p --remove-destination "$saved" "$bin/waypoint"
     rm -rf "$saved" "$MESHCTL_STATE_DIR"
     exit "$status"
 }
