@@ -14,8 +14,10 @@
 # p50 and p99 per path, the waypoint's throughput as a share of the other
 # two paths', what it adds at p50, its CPU seconds per 1,000 requests and
 # its memory, next to the CPU per 1,000 requests of that ztunnel on the
-# mesh path (one plain user-space hop, for reference), and writes
-# everything as JSON.
+# mesh path (one plain user-space hop, for reference) and the waypoint's
+# CPU over that ztunnel's in the same waypoint run (the same requests
+# cross both, so the ratio moves less with the VM's speed than either
+# figure), and writes everything as JSON.
 #
 # Usage (root): e2e/bench/waypoint.sh
 #   BENCH_DURATION=5   seconds per measurement (15 measurements)
@@ -193,6 +195,12 @@ report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
                waypoint_cpu_s_per_1000_requests: (1000 * $wp.waypoint.cpu_seconds / $wp.figures.requests),
                mesh_client_ztunnel_cpu_s_per_1000_requests:
                    (run($m; "mesh") as $me | 1000 * $me.client_ztunnel.cpu_seconds / $me.figures.requests),
+               # The same requests, the same run: the ztunnel of the
+               # clients is on the waypoint path too, so this ratio holds
+               # still when the VM speeds up or slows down.
+               waypoint_over_its_client_ztunnel:
+                   (if $wp.client_ztunnel.cpu_seconds > 0
+                    then $wp.waypoint.cpu_seconds / $wp.client_ztunnel.cpu_seconds else null end),
                waypoint_rss_kib_peak: $wp.waypoint.rss_kib_peak}],
         runs: $runs
     }' "$runs")
@@ -211,14 +219,15 @@ printf '\n%-21s %22s %22s\n' measurement "waypoint/direct req/s" "waypoint/mesh 
 jq -r '.summary[] | [.measurement, .per_s_ratio.wp_over_direct, .per_s_ratio.wp_over_mesh]
         | @tsv' <<<"$report" |
     while IFS=$'\t' read -r m rd rm; do printf '%-21s %22.2f %22.2f\n' "$m" "$rd" "$rm"; done
-printf '\n%-21s %16s %16s %22s %14s %24s\n' measurement "added p50 (mesh)" "added p50 (dir.)" \
-    "waypoint CPU s/1000 req" "waypoint peak" "mesh path: client's ztunnel"
+printf '\n%-21s %16s %16s %22s %14s %24s %20s\n' measurement "added p50 (mesh)" "added p50 (dir.)" \
+    "waypoint CPU s/1000 req" "waypoint peak" "mesh path: client's ztunnel" "waypoint/its ztunnel"
 jq -r '.summary[] | [.measurement, .added_p50_us_over_mesh, .added_p50_us_over_direct,
         .waypoint_cpu_s_per_1000_requests, .waypoint_rss_kib_peak,
-        .mesh_client_ztunnel_cpu_s_per_1000_requests] | @tsv' <<<"$report" |
-    while IFS=$'\t' read -r m am ad cpu peak zt; do
-        printf '%-21s %13.0f us %13.0f us %22.3f %10.1f MiB %24.3f\n' "$m" "$am" "$ad" "$cpu" \
-            "$(awk -v k="$peak" 'BEGIN {print k / 1024}')" "$zt"
+        .mesh_client_ztunnel_cpu_s_per_1000_requests,
+        (.waypoint_over_its_client_ztunnel // "nan")] | @tsv' <<<"$report" |
+    while IFS=$'\t' read -r m am ad cpu peak zt ratio; do
+        printf '%-21s %13.0f us %13.0f us %22.3f %10.1f MiB %24.3f %19.2fx\n' "$m" "$am" "$ad" "$cpu" \
+            "$(awk -v k="$peak" 'BEGIN {print k / 1024}')" "$zt" "$ratio"
     done
 printf '\nwaypoint idle: %.1f MiB\n' "$(awk -v k="$idle_rss" 'BEGIN {print k / 1024}')"
 errors=$(jq '[.runs[] | .figures.errors_total // 0] | add' <<<"$report")
