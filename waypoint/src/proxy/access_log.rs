@@ -254,7 +254,11 @@ pub(crate) type ResponseBody = Logged;
 pub(crate) struct Logged {
     inner: UnsyncBoxBody<Bytes, hyper::Error>,
     bytes_sent: u64,
-    log: Option<RequestLog>,
+    /// Boxed: a response is moved several times on its way out, and on
+    /// HTTP/2 its body lives in the task hyper spawns for the stream,
+    /// which tokio moves in at spawn and writes over at the end; the log
+    /// is most of the body's size.
+    log: Option<Box<RequestLog>>,
 }
 
 impl std::fmt::Debug for Logged {
@@ -270,7 +274,7 @@ impl Logged {
         Logged {
             inner: UnsyncBoxBody::new(body),
             bytes_sent: 0,
-            log: Some(log),
+            log: Some(Box::new(log)),
         }
     }
 
@@ -279,7 +283,7 @@ impl Logged {
         Logged {
             inner: UnsyncBoxBody::new(full),
             bytes_sent: 0,
-            log: Some(log),
+            log: Some(Box::new(log)),
         }
     }
 }
