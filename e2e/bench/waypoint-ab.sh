@@ -35,7 +35,7 @@ done
 # back when this run ends.
 saved=$(mktemp /tmp/waypoint-ab.XXXXXX)
 cp -p "$bin/waypoint" "$saved"
-cp --remove-destination "$binary" "$bin/waypoint"
+if [[ ! $binary -ef $bin/waypoint ]]; then cp --remove-destination "$binary" "$bin/waypoint"; fi
 MESHCTL_STATE_DIR=$(mktemp -d /tmp/waypoint-ab-state.XXXXXX)
 export MESHCTL_STATE_DIR MESHCTL_MESH=ab-$$
 cleanup() {
@@ -73,7 +73,8 @@ time.sleep(120)" &
     sleep 2
 fi
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# ticks <pid or pid/task/tid>: its CPU clock ticks (lib.sh's sample).
+ticks() { local t _; read -r t _ <<<"$(sample "$1")"; echo "$t"; }
 thread_ticks() { for task in "/proc/$waypoint/task/"*; do ticks "${task#/proc/}"; done; }
 hz=$(getconf CLK_TCK)
 per_1000() { jq -n --argjson t "$1" --argjson n "$2" --argjson hz "$hz" '1000 * $t / $hz / $n'; }

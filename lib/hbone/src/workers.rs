@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 /// One worker thread, unique in the process (over every [`Workers`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkerId(usize);
 
 static NEXT_WORKER_ID: AtomicUsize = AtomicUsize::new(0);
