@@ -78,3 +78,16 @@ cpu_busy_percent() {
     idle=$((second[4] - first[4] + second[5] - first[5]))
     echo $((100 * (total - idle) / total))
 }
+
+# stage_bin <build dir> <waypoint binary> <dir>: fills <dir> with the
+# programs of <build dir> (meshctl, ztunnel, istiod-lite, the sample apps)
+# and that waypoint. meshctl starts the programs beside itself, so this is
+# how a mesh runs another waypoint binary (a PGO build, the other side of
+# an A/B) without touching the build dir.
+stage_bin() {
+    local from=$1 waypoint=$2 dir=$3
+    [[ -x $waypoint ]] || die "$waypoint is not an executable"
+    mkdir -p "$dir"
+    find "$from" -maxdepth 1 -type f -executable ! -name waypoint -exec cp {} "$dir/" \;
+    cp "$waypoint" "$dir/waypoint"
+}

@@ -31,11 +31,10 @@ for tool in h2load jq python3; do
 done
 [[ -x $bin/meshctl ]] || die "$bin/meshctl is not built: cargo build --release --workspace --bins"
 
-# meshctl starts the waypoint binary next to itself. The original goes
-# back when this run ends.
-saved=$(mktemp /tmp/waypoint-ab.XXXXXX)
-cp -p "$bin/waypoint" "$saved"
-if [[ ! $binary -ef $bin/waypoint ]]; then cp --remove-destination "$binary" "$bin/waypoint"; fi
+# The mesh runs from a directory of its own with this waypoint in it.
+staged=$(mktemp -d /tmp/waypoint-ab-bin.XXXXXX)
+stage_bin "$bin" "$binary" "$staged"
+bin=$staged
 MESHCTL_STATE_DIR=$(mktemp -d /tmp/waypoint-ab-state.XXXXXX)
 export MESHCTL_STATE_DIR MESHCTL_MESH=ab-$$
 cleanup() {
@@ -43,8 +42,7 @@ cleanup() {
     trap - EXIT INT TERM
     if [[ -n ${holder:-} ]]; then kill "$holder" 2>/dev/null || true; fi
     "$bin/meshctl" down >/dev/null 2>&1 || true
-    cp -p --remove-destination "$saved" "$bin/waypoint"
-    rm -rf "$saved" "$MESHCTL_STATE_DIR"
+    rm -rf "$staged" "$MESHCTL_STATE_DIR"
     exit "$status"
 }
 trap cleanup EXIT

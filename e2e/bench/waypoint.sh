@@ -23,6 +23,8 @@
 #   BENCH_DURATION=5   seconds per measurement (15 measurements)
 #   BENCH_OUTPUT=target/e2e-waypoint-bench.json
 #   BENCH_PROFILE=release, BENCH_BUILD=1, BENCH_MESH, MESHCTL_STATE_DIR: as run.sh
+#   BENCH_WAYPOINT=<binary>  measure this waypoint (e2e/bench/pgo.sh's
+#                      target/pgo/waypoint, say) with the rest of the build
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -51,6 +53,13 @@ if [[ ${BENCH_BUILD:-1} != 0 ]]; then
 fi
 meshctl=$bin/meshctl
 [[ -x $meshctl ]] || die "$meshctl is not built: run without BENCH_BUILD=0"
+waypoint_binary=$bin/waypoint
+if [[ -n ${BENCH_WAYPOINT:-} ]]; then
+    waypoint_binary=$(realpath "$BENCH_WAYPOINT")
+    staged=$(mktemp -d /tmp/e2e-wp-bench-bin.XXXXXX)
+    stage_bin "$bin" "$waypoint_binary" "$staged"
+    bin=$staged meshctl=$staged/meshctl
+fi
 
 if [[ -z ${MESHCTL_STATE_DIR:-} ]]; then
     MESHCTL_STATE_DIR=$(mktemp -d /tmp/e2e-wp-bench.XXXXXX)
@@ -62,7 +71,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     "$meshctl" down >/dev/null 2>&1 || true
-    rm -rf "$work"
+    rm -rf "$work" "${staged:-}"
     if [[ -n ${own_state_dir:-} ]]; then rm -rf "$MESHCTL_STATE_DIR"; fi
     exit "$status"
 }
@@ -170,13 +179,13 @@ for ns in direct mesh wp; do load_run h2_1000_per_s 16 "$ns" 63; done
 report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
     --argjson cpus "$(nproc)" --argjson busy "$busy_before" --argjson duration "$duration" \
-    --arg profile "$profile" --argjson idle "$idle_rss" '
+    --arg profile "$profile" --arg waypoint "$waypoint_binary" --argjson idle "$idle_rss" '
     . as $runs
     | def run($m; $ns): $runs[] | select(.measurement == $m and .path == $ns);
     {
         date: $date,
         machine: {cpus: $cpus, cpu: $cpu, cpu_busy_percent_before: $busy},
-        settings: {duration_s: $duration, profile: $profile},
+        settings: {duration_s: $duration, profile: $profile, waypoint_binary: $waypoint},
         waypoint_idle_rss_kib: $idle,
         summary: [("http_1_connection", "http_16_connections", "h2_1_connection",
                     "h2_16_connections", "h2_1000_per_s") as $m
@@ -207,8 +216,8 @@ report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 mkdir -p "$(dirname "$output")"
 printf '%s\n' "$report" >"$output"
 
-printf '\n%s s per measurement, %s CPUs, %s%% busy just before the runs\n' \
-    "$duration" "$(nproc)" "$busy_before"
+printf '\n%s s per measurement, %s CPUs, %s%% busy just before the runs, waypoint %s\n' \
+    "$duration" "$(nproc)" "$busy_before" "$waypoint_binary"
 printf '\n%-21s %-8s %10s %10s %10s\n' measurement figure direct mesh waypoint
 jq -r '.summary[] | . as $s | ("per_s", "p50_us", "p99_us") as $f
     | [$s.measurement, $f, $s[$f].direct, $s[$f].mesh, $s[$f].wp] | @tsv' <<<"$report" |
