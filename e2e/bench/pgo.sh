@@ -33,6 +33,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=e2e/bench/lib.sh
 source "$repo/e2e/bench/lib.sh"
 target=${CARGO_TARGET_DIR:-$repo/target}
+# cargo reads a relative CARGO_TARGET_DIR from where it runs; the builds
+# below run in the repository.
+[[ $target == /* ]] || target=$PWD/$target
 helpers=${PGO_HELPERS:-$target/release}
 [[ $helpers == /* ]] || helpers=$repo/$helpers
 duration=${PGO_DURATION:-5}
