@@ -59,8 +59,9 @@ llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\)\..*/\1/p')
 [[ -n $llvm_major ]] || die "rustc -vV names no LLVM version"
 profdata=
 for candidate in "llvm-profdata-$llvm_major" llvm-profdata; do
+    # (Not `| grep -q`: under pipefail its early exit can fail the test.)
     if command -v "$candidate" >/dev/null &&
-        "$candidate" --version | grep -q "LLVM version $llvm_major\."; then
+        [[ $("$candidate" --version 2>/dev/null) == *"LLVM version $llvm_major."* ]]; then
         profdata=$candidate
         break
     fi
