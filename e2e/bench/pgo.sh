@@ -55,7 +55,8 @@ done
 
 # The profile's format is LLVM's own: llvm-profdata must be of the same
 # major version as the LLVM inside rustc.
-llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\)\..*/\1/p')
+rustc_info=$(rustc -vV)
+llvm_major=$(sed -n 's/^LLVM version: \([0-9]*\)\..*/\1/p' <<<"$rustc_info")
 [[ -n $llvm_major ]] || die "rustc -vV names no LLVM version"
 profdata=
 for candidate in "llvm-profdata-$llvm_major" llvm-profdata; do
@@ -71,7 +72,7 @@ done
 # With --target, RUSTFLAGS reach only the waypoint and its dependencies,
 # not build scripts and proc macros, which would write profiles (and be
 # optimised for nothing) as the build runs them.
-host=$(rustc -vV | sed -n 's/^host: //p')
+host=$(sed -n 's/^host: //p' <<<"$rustc_info")
 
 work=$(mktemp -d /tmp/pgo.XXXXXX)
 export MESHCTL_STATE_DIR=$work/state MESHCTL_MESH=pgo-$$
@@ -85,12 +86,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# stage <waypoint binary>: the helpers and this waypoint in $work/bin.
-stage() {
-    rm -rf "$work/bin"
-    stage_bin "$helpers" "$1" "$work/bin"
-}
 
 # up: the bench mesh, its waypoint and the training config, in force.
 up() {
@@ -135,7 +130,7 @@ profiles=$train_dir/profiles
 
 log "[2/4] training it in a local mesh ($((7 * duration)) s of load)..."
 rm -rf "$profiles"
-stage "$train_dir/$host/release/waypoint"
+stage_bin "$helpers" "$train_dir/$host/release/waypoint" "$work/bin"
 up
 wrk_load 1 "$url/"
 wrk_load 16 --header 'x-canary: 1' "$url/"
@@ -164,7 +159,8 @@ mv "$work/waypoint.profdata" "$merged"
 cp "$out_dir/$host/release/waypoint" "$out_dir/waypoint"
 
 log "[4/4] checking that it serves..."
-stage "$out_dir/waypoint"
+# The helpers are staged already: only the waypoint changes.
+cp "$out_dir/waypoint" "$work/bin/waypoint"
 up
 h2load_load --clients 4 --duration 2 "$url/api/check"
 wrk_load 4 "$url/"
