@@ -5,6 +5,7 @@
 //! (`buffer`): call [`flush`] before the process exits.
 
 mod buffer;
+mod plain;
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -61,15 +62,26 @@ fn install(text: &str) -> Result<LogControl, LoggingError> {
     let (filter, handle) = reload::Layer::new(filter);
     let writer = buffer::BufferedWriter::new(Box::new(std::io::stderr()), buffer::FLUSH_EVERY)
         .map_err(LoggingError::Thread)?;
+    // Colour only for a person at a terminal: a log file (the local mesh's,
+    // a container's) stays greppable, and is rendered the cheaper way
+    // (`plain`), as the proxies write a line per request or connection.
+    let terminal = std::io::stderr().is_terminal();
+    let coloured = terminal.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer.clone())
+            .with_ansi(true)
+    });
+    let plain = (!terminal).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer.clone())
+            .with_ansi(false)
+            .fmt_fields(plain::PlainFields)
+            .with_timer(plain::UtcMicros)
+    });
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(writer.clone())
-                // Colour only for a person at a terminal: a log file (the
-                // local mesh's, a container's) stays greppable.
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(coloured)
+        .with(plain)
         .try_init();
     installed.map_err(|e| LoggingError::Install(e.to_string()))?;
     if STDERR.set(writer.clone()).is_ok() {
