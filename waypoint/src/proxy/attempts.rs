@@ -206,13 +206,17 @@ impl Inner {
         let trace = request.extensions().get::<RequestTrace>().cloned();
         let span = trace.map(|trace| trace.attempt(of.2, &mut request));
         let certs = self.certs.fetch(&self.identity);
-        let attempt = self.upstreams.send(endpoint, certs, request);
+        // The attempt is made inside each arm, not bound before the match:
+        // a future bound to a variable keeps its own room in this state
+        // machine even after it has moved into the timeout, which doubled
+        // the size of every request's future.
         let answered = match deadline {
-            Some(deadline) => match tokio::time::timeout(deadline, attempt).await {
-                Ok(answered) => Ok(answered),
-                Err(_) => Err(Outcome::TimedOut(deadline)),
-            },
-            None => Ok(attempt.await),
+            Some(deadline) => {
+                tokio::time::timeout(deadline, self.upstreams.send(endpoint, certs, request))
+                    .await
+                    .map_err(|_| Outcome::TimedOut(deadline))
+            }
+            None => Ok(self.upstreams.send(endpoint, certs, request).await),
         };
         let outcome = match answered {
             Ok(Ok(response)) => Outcome::Answered(response),

@@ -620,3 +620,6 @@ fn prepare_upstream_head(parts: &mut http::request::Parts, service: &Service, po
         parts.version = Version::HTTP_11;
     }
 }
+
+#[cfg(test)]
+mod tests;

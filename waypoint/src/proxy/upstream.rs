@@ -299,7 +299,10 @@ impl Upstreams {
                 .await
                 .map_err(http),
             Lease::Http2(mut sender) => sender.send_request(request).await.map_err(http),
-            Lease::Open(slot) => self.open_and_send(endpoint, slot, cert, request).await,
+            // Boxed: opening a connection (TLS, HBONE, the HTTP handshake)
+            // is a large state machine that only the first requests to an
+            // endpoint need; inline, it made every request's future larger.
+            Lease::Open(slot) => Box::pin(self.open_and_send(endpoint, slot, cert, request)).await,
         }
     }
 
