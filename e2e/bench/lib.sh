@@ -79,6 +79,12 @@ cpu_busy_percent() {
     echo $((100 * (total - idle) / total))
 }
 
+# mesh_pid <state.json> <process name>: the pid meshctl recorded for one
+# of the mesh's processes (`ztunnel/node-a`, `pod/wp/waypoint`).
+mesh_pid() {
+    jq -er --arg name "$2" '.processes[] | select(.name == $name) | .pid' "$1"
+}
+
 # stage_bin <build dir> <waypoint binary> <dir>: fills <dir> with the
 # programs of <build dir> (meshctl, ztunnel, istiod-lite, the sample apps)
 # and that waypoint. meshctl starts the programs beside itself, so this is

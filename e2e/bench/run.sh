@@ -100,8 +100,7 @@ log "bringing up mesh $mesh..."
 state=$MESHCTL_STATE_DIR/$mesh/state.json
 declare -A ztunnel_pid
 for node in "${nodes[@]}"; do
-    ztunnel_pid[$node]=$(jq -er --arg name "ztunnel/$node" \
-        '.processes[] | select(.name == $name) | .pid' "$state")
+    ztunnel_pid[$node]=$(mesh_pid "$state" "ztunnel/$node")
 done
 clk_tck=$(getconf CLK_TCK)
 

@@ -52,10 +52,9 @@ trap 'exit 143' TERM
 "$bin/meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$MESHCTL_MESH" >/dev/null
 "$bin/meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
 state=$MESHCTL_STATE_DIR/$MESHCTL_MESH/state.json
-pid_of() { jq -er --arg n "$1" '.processes[] | select(.name == $n) | .pid' "$state"; }
-waypoint=$(pid_of pod/wp/waypoint)
-ztunnel_a=$(pid_of ztunnel/node-a)
-ztunnel_b=$(pid_of ztunnel/node-b)
+waypoint=$(mesh_pid "$state" pod/wp/waypoint)
+ztunnel_a=$(mesh_pid "$state" ztunnel/node-a)
+ztunnel_b=$(mesh_pid "$state" ztunnel/node-b)
 url=http://server.wp:8080/
 # Warm the path: certificates, HBONE connections, the waypoint's pool.
 "$bin/meshctl" exec wp/client -- "$bin/traffic" http "$url" -n 20 >/dev/null

@@ -60,7 +60,7 @@ trap 'exit 143' TERM
 "$bin/meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$MESHCTL_MESH" >/dev/null
 "$bin/meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
 state=$MESHCTL_STATE_DIR/$MESHCTL_MESH/state.json
-waypoint=$(jq -er '.processes[] | select(.name == "pod/wp/waypoint") | .pid' "$state")
+waypoint=$(mesh_pid "$state" pod/wp/waypoint)
 url=http://server.wp:8080/
 # 16 connections, each 6 requests a second, started 1 ms apart.
 paced=(-c 16 --rps 6 --rate 1 --rate-period 1ms -m 1)

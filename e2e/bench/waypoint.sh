@@ -83,11 +83,11 @@ log "bringing up mesh $mesh and the waypoint of wp..."
 "$meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$mesh" >/dev/null
 "$meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
 state=$MESHCTL_STATE_DIR/$mesh/state.json
-waypoint_pid=$(jq -er '.processes[] | select(.name == "pod/wp/waypoint") | .pid' "$state")
+waypoint_pid=$(mesh_pid "$state" pod/wp/waypoint)
 # The clients' node's ztunnel: on the mesh path it is one user-space hop
 # that reads and writes each request and each answer once, as the waypoint
 # does, so its CPU per request is what any such hop costs on this machine.
-ztunnel_pid=$(jq -er '.processes[] | select(.name == "ztunnel/node-a") | .pid' "$state")
+ztunnel_pid=$(mesh_pid "$state" ztunnel/node-a)
 clk_tck=$(getconf CLK_TCK)
 # seconds <ticks>: CPU clock ticks as seconds, for jq.
 seconds() { jq -n --argjson t "$1" --argjson hz "$clk_tck" '$t / $hz'; }

@@ -209,24 +209,18 @@ fn write_timestamp(
 /// years 1970-9999.
 fn render_second(seconds: u64) -> Option<[u8; SECOND_LEN]> {
     let time = time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).ok()?).ok()?;
-    let year = u32::try_from(time.year())
-        .ok()
-        .filter(|year| *year <= 9999)?;
-    let mut text = [0u8; SECOND_LEN];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    std::io::Write::write_fmt(
-        &mut cursor,
-        format_args!(
-            "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            u8::from(time.month()),
-            time.day(),
-            time.hour(),
-            time.minute(),
-            time.second()
-        ),
-    )
-    .ok()?;
-    Some(text)
+    // Once a second, so `format!` is cheap enough; a five-digit year makes
+    // the text longer than the layout, and `try_into` refuses it.
+    let text = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        time.year(),
+        u8::from(time.month()),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
+    text.as_bytes().try_into().ok()
 }
 
 #[cfg(test)]
