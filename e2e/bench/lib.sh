@@ -16,6 +16,43 @@ sample() {
     echo "$((fields[11] + fields[12])) $rss $hwm"
 }
 
+# rx_in_threads <mesh>: the receive work of every veth in <mesh>'s
+# namespaces done by the kernel's network threads (threaded NAPI), not by
+# the process that writes. With both ends of each link on one host, a write
+# runs the receiver's whole network stack (bridges, routing, TCP and the
+# wake-up) inside the writer's system call, so every proxy pays for its
+# peers' receive path: a quarter of the waypoint's CPU at 1,000 requests a
+# second (perf, docs/performance.md). Between real nodes the receiving
+# node's NIC does that work. NAPI on a veth needs GRO on the receiving end,
+# and TCP segments from a sender with TSO on bypass it, so TSO goes off.
+rx_in_threads() {
+    local mesh=$1 ns dev
+    command -v ethtool >/dev/null || die "missing ethtool: apt-get install -y ethtool"
+    for ns in $(ip netns list | awk -v prefix="$mesh-" 'index($1, prefix) == 1 {print $1}'); do
+        for dev in $(ip -netns "$ns" -o link show type veth | awk -F'[:@ ]+' '{print $2}'); do
+            ip netns exec "$ns" ethtool -K "$dev" gro on tso off >/dev/null ||
+                die "cannot turn GRO on and TSO off on $dev in $ns"
+            echo 1 | ip netns exec "$ns" tee "/sys/class/net/$dev/threaded" >/dev/null ||
+                die "cannot make $dev in $ns receive in a kernel thread (threaded NAPI)"
+        done
+    done
+    rx_thread_pids >/dev/null || die "no napi/ kernel threads after turning threaded NAPI on"
+}
+
+# The pids of the kernel's network threads (threaded NAPI), one per line;
+# fails when there are none.
+rx_thread_pids() { ps -eo pid=,comm= | awk '$2 ~ /^napi\// {print $1; found = 1} END {exit !found}'; }
+
+# The CPU ticks of all the kernel's network threads so far (0 without any).
+rx_thread_ticks() {
+    local pid ticks total=0
+    for pid in $(rx_thread_pids); do
+        read -r ticks _ _ <<<"$(sample "$pid")"
+        total=$((total + ticks))
+    done
+    echo "$total"
+}
+
 # wrk-report.lua's line; a run with errors is reported, not hidden.
 parse_wrk() {
     local json

@@ -16,6 +16,8 @@
 #            first HBONE connection to the waypoint, so that the measured
 #            tunnels go over a second connection, which the waypoint
 #            places on its other worker
+#   RX_THREADS=1  the links' receive work in the kernel's network threads
+#            (lib.sh, rx_in_threads; needs ethtool), and their CPU printed
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -51,6 +53,7 @@ trap 'exit 143' TERM
 
 "$bin/meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$MESHCTL_MESH" >/dev/null
 "$bin/meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
+if [[ ${RX_THREADS:-0} == 1 ]]; then rx_in_threads "$MESHCTL_MESH"; fi
 state=$MESHCTL_STATE_DIR/$MESHCTL_MESH/state.json
 waypoint=$(mesh_pid "$state" pod/wp/waypoint)
 ztunnel_a=$(mesh_pid "$state" ztunnel/node-a)
@@ -78,20 +81,20 @@ per_1000() { jq -n --argjson t "$1" --argjson n "$2" --argjson hz "$hz" '1000 * 
 
 # measure <name> <h2load pacing...>
 measure() {
-    local name=$1 w0 a0 b0 threads0 out requests
+    local name=$1 w0 a0 b0 rx0 threads0 out requests
     shift
     w0=$(ticks "$waypoint") a0=$(ticks "$ztunnel_a") b0=$(ticks "$ztunnel_b")
-    threads0=$(thread_ticks)
+    threads0=$(thread_ticks) rx0=$(rx_thread_ticks)
     out=$("$bin/meshctl" exec wp/client -- h2load --threads 1 --max-concurrent-streams 1 "$@" "$url")
     local w=$(($(ticks "$waypoint") - w0)) a=$(($(ticks "$ztunnel_a") - a0))
-    local b=$(($(ticks "$ztunnel_b") - b0))
+    local b=$(($(ticks "$ztunnel_b") - b0)) rx=$(($(rx_thread_ticks) - rx0))
     local threads
     threads=$(paste -d' ' <(thread_ticks) <(echo "$threads0") | awk '{printf "%d ", $1 - $2}')
     requests=$(grep -oP 'requests: \d+ total, \d+ started, \K\d+(?= done)' <<<"$out") ||
         die "h2load printed no request count: $out"
-    printf '%s %-7s %6s requests  waypoint %.3f  ztunnel A %.3f  ztunnel B %.3f CPU s/1000  waypoint thread ticks: %s\n' \
+    printf '%s %-7s %6s requests  waypoint %.3f  ztunnel A %.3f  ztunnel B %.3f  rx threads %.3f CPU s/1000  waypoint thread ticks: %s\n' \
         "$label" "$name" "$requests" "$(per_1000 "$w" "$requests")" "$(per_1000 "$a" "$requests")" \
-        "$(per_1000 "$b" "$requests")" "$threads"
+        "$(per_1000 "$b" "$requests")" "$(per_1000 "$rx" "$requests")" "$threads"
 }
 
 measure 1000/s --clients 16 --rps 63 --rate 1 --rate-period 1ms --requests 5040

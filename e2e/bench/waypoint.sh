@@ -25,6 +25,10 @@
 #   BENCH_PROFILE=release, BENCH_BUILD=1, BENCH_MESH, MESHCTL_STATE_DIR: as run.sh
 #   BENCH_WAYPOINT=<binary>  measure this waypoint (e2e/bench/pgo.sh's
 #                      target/pgo/waypoint, say) with the rest of the build
+#   BENCH_RX_THREADS=1 the links' receive work in the kernel's network
+#                      threads, as a NIC's would be, not in the writing
+#                      proxy's system calls (lib.sh, rx_in_threads; needs
+#                      ethtool); their CPU is reported beside the waypoint's
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -41,6 +45,8 @@ for tool in wrk h2load jq ip nft; do
         die "missing $tool: apt-get install -y wrk nghttp2-client jq iproute2 nftables"
 done
 [[ $duration =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION=$duration: whole seconds, at least 1"
+rx_threads=${BENCH_RX_THREADS:-0}
+[[ $rx_threads == [01] ]] || die "BENCH_RX_THREADS=$rx_threads: 0 or 1"
 case $profile in
     release) cargo_flags=(--release) bin=$repo/target/release ;;
     debug) cargo_flags=() bin=$repo/target/debug ;;
@@ -82,6 +88,7 @@ trap 'exit 143' TERM
 log "bringing up mesh $mesh and the waypoint of wp..."
 "$meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$mesh" >/dev/null
 "$meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
+if ((rx_threads)); then rx_in_threads "$mesh"; fi
 state=$MESHCTL_STATE_DIR/$mesh/state.json
 waypoint_pid=$(mesh_pid "$state" pod/wp/waypoint)
 # The clients' node's ztunnel: on the mesh path it is one user-space hop
@@ -123,11 +130,12 @@ runs=$work/runs.jsonl
 # connections send as fast as the answers come.
 load_run() {
     local measurement=$1 connections=$2 ns=$3 rps=${4:-} threads=$(($2 < 2 ? 1 : 2))
-    local ticks0 ticks1 rss1 hwm1 zt0 zt1 raw figures h2log=$work/h2load-$1-$3.log
+    local ticks0 ticks1 rss1 hwm1 zt0 zt1 rx0 rx1 raw figures h2log=$work/h2load-$1-$3.log
     log "  $measurement, $ns"
     echo 5 >"/proc/$waypoint_pid/clear_refs"
     read -r ticks0 _ _ <<<"$(sample "$waypoint_pid")"
     read -r zt0 _ _ <<<"$(sample "$ztunnel_pid")"
+    rx0=$(rx_thread_ticks)
     case $measurement in
         http_*)
             raw=$("$meshctl" exec "$ns/client" -- wrk --threads "$threads" \
@@ -152,16 +160,17 @@ load_run() {
     esac
     read -r ticks1 rss1 hwm1 <<<"$(sample "$waypoint_pid")"
     read -r zt1 _ _ <<<"$(sample "$ztunnel_pid")"
+    rx1=$(rx_thread_ticks)
     case $measurement in
         http_*) figures=$(parse_wrk <<<"$raw") ;;
         h2_*) figures=$(parse_h2load "$h2log" <<<"$raw") ;;
     esac
     jq -nc --arg m "$measurement" --arg ns "$ns" --argjson f "$figures" \
         --argjson cpu "$(seconds $((ticks1 - ticks0)))" --argjson zt "$(seconds $((zt1 - zt0)))" \
-        --argjson rss "$rss1" --argjson hwm "$hwm1" \
+        --argjson rss "$rss1" --argjson hwm "$hwm1" --argjson rx "$(seconds $((rx1 - rx0)))" \
         '{measurement: $m, path: $ns, figures: $f,
           waypoint: {cpu_seconds: $cpu, rss_kib_after: $rss, rss_kib_peak: $hwm},
-          client_ztunnel: {cpu_seconds: $zt}}' >>"$runs"
+          client_ztunnel: {cpu_seconds: $zt}, rx_threads: {cpu_seconds: $rx}}' >>"$runs"
 }
 
 idle_rss=$(sample "$waypoint_pid" | cut -d' ' -f2)
@@ -179,13 +188,15 @@ for ns in direct mesh wp; do load_run h2_1000_per_s 16 "$ns" 63; done
 report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
     --argjson cpus "$(nproc)" --argjson busy "$busy_before" --argjson duration "$duration" \
-    --arg profile "$profile" --arg waypoint "$waypoint_binary" --argjson idle "$idle_rss" '
+    --arg profile "$profile" --arg waypoint "$waypoint_binary" --argjson idle "$idle_rss" \
+    --argjson rx_threads "$rx_threads" '
     . as $runs
     | def run($m; $ns): $runs[] | select(.measurement == $m and .path == $ns);
     {
         date: $date,
         machine: {cpus: $cpus, cpu: $cpu, cpu_busy_percent_before: $busy},
-        settings: {duration_s: $duration, profile: $profile, waypoint_binary: $waypoint},
+        settings: {duration_s: $duration, profile: $profile, waypoint_binary: $waypoint,
+                   rx_threads: ($rx_threads == 1)},
         waypoint_idle_rss_kib: $idle,
         summary: [("http_1_connection", "http_16_connections", "h2_1_connection",
                     "h2_16_connections", "h2_1000_per_s") as $m
@@ -210,14 +221,18 @@ report=$(jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
                waypoint_over_its_client_ztunnel:
                    (if $wp.client_ztunnel.cpu_seconds > 0
                     then $wp.waypoint.cpu_seconds / $wp.client_ztunnel.cpu_seconds else null end),
+               # All the links of the path, every hop: 0 without BENCH_RX_THREADS.
+               rx_threads_cpu_s_per_1000_requests:
+                   (1000 * $wp.rx_threads.cpu_seconds / $wp.figures.requests),
                waypoint_rss_kib_peak: $wp.waypoint.rss_kib_peak}],
         runs: $runs
     }' "$runs")
 mkdir -p "$(dirname "$output")"
 printf '%s\n' "$report" >"$output"
 
-printf '\n%s s per measurement, %s CPUs, %s%% busy just before the runs, waypoint %s\n' \
-    "$duration" "$(nproc)" "$busy_before" "$waypoint_binary"
+printf '\n%s s per measurement, %s CPUs, %s%% busy just before the runs, waypoint %s%s\n' \
+    "$duration" "$(nproc)" "$busy_before" "$waypoint_binary" \
+    "$( ((rx_threads)) && echo ", receive work in the kernel's network threads")"
 printf '\n%-21s %-8s %10s %10s %10s\n' measurement figure direct mesh waypoint
 jq -r '.summary[] | . as $s | ("per_s", "p50_us", "p99_us") as $f
     | [$s.measurement, $f, $s[$f].direct, $s[$f].mesh, $s[$f].wp] | @tsv' <<<"$report" |
@@ -228,15 +243,17 @@ printf '\n%-21s %22s %22s\n' measurement "waypoint/direct req/s" "waypoint/mesh 
 jq -r '.summary[] | [.measurement, .per_s_ratio.wp_over_direct, .per_s_ratio.wp_over_mesh]
         | @tsv' <<<"$report" |
     while IFS=$'\t' read -r m rd rm; do printf '%-21s %22.2f %22.2f\n' "$m" "$rd" "$rm"; done
-printf '\n%-21s %16s %16s %22s %14s %24s %20s\n' measurement "added p50 (mesh)" "added p50 (dir.)" \
-    "waypoint CPU s/1000 req" "waypoint peak" "mesh path: client's ztunnel" "waypoint/its ztunnel"
+printf '\n%-21s %16s %16s %22s %14s %24s %20s %16s\n' measurement "added p50 (mesh)" \
+    "added p50 (dir.)" "waypoint CPU s/1000 req" "waypoint peak" "mesh path: client's ztunnel" \
+    "waypoint/its ztunnel" "rx threads, wp"
 jq -r '.summary[] | [.measurement, .added_p50_us_over_mesh, .added_p50_us_over_direct,
         .waypoint_cpu_s_per_1000_requests, .waypoint_rss_kib_peak,
         .mesh_client_ztunnel_cpu_s_per_1000_requests,
-        (.waypoint_over_its_client_ztunnel // "nan")] | @tsv' <<<"$report" |
-    while IFS=$'\t' read -r m am ad cpu peak zt ratio; do
-        printf '%-21s %13.0f us %13.0f us %22.3f %10.1f MiB %24.3f %19.2fx\n' "$m" "$am" "$ad" "$cpu" \
-            "$(awk -v k="$peak" 'BEGIN {print k / 1024}')" "$zt" "$ratio"
+        (.waypoint_over_its_client_ztunnel // "nan"), .rx_threads_cpu_s_per_1000_requests]
+        | @tsv' <<<"$report" |
+    while IFS=$'\t' read -r m am ad cpu peak zt ratio rx; do
+        printf '%-21s %13.0f us %13.0f us %22.3f %10.1f MiB %24.3f %19.2fx %16.3f\n' "$m" "$am" \
+            "$ad" "$cpu" "$(awk -v k="$peak" 'BEGIN {print k / 1024}')" "$zt" "$ratio" "$rx"
     done
 printf '\nwaypoint idle: %.1f MiB\n' "$(awk -v k="$idle_rss" 'BEGIN {print k / 1024}')"
 errors=$(jq '[.runs[] | .figures.errors_total // 0] | add' <<<"$report")
