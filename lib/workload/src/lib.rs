@@ -146,8 +146,8 @@ impl State {
 
     /// The workloads that back `service`, in uid order.
     pub fn endpoints<'a>(&'a self, service: &Service) -> impl Iterator<Item = &'a Arc<Workload>> {
-        self.endpoints
-            .get(&*service.key())
+        service
+            .with_key(|key| self.endpoints.get(key))
             .into_iter()
             .flatten()
             .filter_map(|uid| self.workloads.get(uid))

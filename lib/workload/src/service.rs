@@ -30,12 +30,36 @@ pub struct Service {
     pub waypoint: Option<GatewayAddress>,
 }
 
+/// Room for a namespace (63 bytes at most), a '/' and a DNS name (253).
+const KEY_BUFFER: usize = 320;
+
 // === impl Service ===
 
 impl Service {
     /// The xDS resource name and store key: `<ns>/<hostname>`.
     pub fn key(&self) -> Arc<str> {
         format!("{}/{}", self.namespace, self.hostname).into()
+    }
+
+    /// Calls `f` with [`Self::key`] built on the stack: the data path looks
+    /// the key up for every request, and allocating it each time was two
+    /// allocations a lookup. A key longer than the buffer (no DNS name and
+    /// namespace make one) is allocated.
+    pub fn with_key<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        let (namespace, hostname) = (self.namespace.as_bytes(), self.hostname.as_bytes());
+        let len = namespace.len() + 1 + hostname.len();
+        let mut buffer = [0u8; KEY_BUFFER];
+        let Some(key) = buffer.get_mut(..len) else {
+            return f(&self.key());
+        };
+        key[..namespace.len()].copy_from_slice(namespace);
+        key[namespace.len()] = b'/';
+        key[namespace.len() + 1..].copy_from_slice(hostname);
+        match std::str::from_utf8(key) {
+            Ok(key) => f(key),
+            // Two strs and a '/' are UTF-8; never taken.
+            Err(_) => f(&self.key()),
+        }
     }
 
     /// Whether the service exposes `port`.

@@ -356,3 +356,22 @@ fn a_gateway_reference_resolves_to_its_workloads() {
     };
     assert!(names(by(unknown)).is_empty());
 }
+
+#[test]
+fn the_key_built_on_the_stack_is_the_key() {
+    let short = Service::try_from(service("server", [10, 96, 0, 10])).unwrap();
+    assert_eq!(
+        short.with_key(str::to_owned),
+        "b/server.b.svc.cluster.local"
+    );
+    assert_eq!(short.with_key(str::to_owned), *short.key());
+    // Past the stack buffer, the same key, allocated.
+    let mut long = short.clone();
+    long.hostname = format!("{}.svc.cluster.local", "a".repeat(400)).into();
+    assert_eq!(long.with_key(str::to_owned), *long.key());
+    assert!(long.with_key(|key| key.len() > 320 && key.starts_with("b/aaa")));
+    // Exactly the buffer's size still fits.
+    let mut full = short.clone();
+    full.hostname = "h".repeat(320 - 2).into();
+    assert_eq!(full.with_key(str::to_owned), *full.key());
+}

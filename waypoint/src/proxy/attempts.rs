@@ -10,7 +10,7 @@
 //! timed-out attempt is not retried (its deadline was the rule's choice).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,10 +19,10 @@ use tokio::time::Instant;
 use tracing::debug;
 use workload::{Service, State};
 
-use super::Inner;
 use super::body::{KeptBody, UpstreamBody};
 use super::load::{InFlight, Refusal};
 use super::upstream::{Endpoint, UpstreamError};
+use super::{CertRequest, Inner};
 use crate::balance::BackendPolicy;
 use crate::outlier::AttemptResult;
 use crate::retry::{DEFAULT_BACKOFF, backoff, is_retriable_answer};
@@ -205,7 +205,7 @@ impl Inner {
     ) -> Outcome {
         let trace = request.extensions().get::<RequestTrace>().cloned();
         let span = trace.map(|trace| trace.attempt(of.2, &mut request));
-        let certs = self.certs.fetch(&self.identity);
+        let certs = CertRequest::new(&*self.certs, &self.identity);
         // The attempt is made inside each arm, not bound before the match:
         // a future bound to a variable keeps its own room in this state
         // machine even after it has moved into the timeout, which doubled
@@ -264,6 +264,10 @@ fn finish(in_flight: &InFlight, outcome: &Outcome) {
     in_flight.finish(result, std::time::Instant::now());
 }
 
+/// Istio's defaults, for the services no `DestinationRule` names: one value
+/// shared by their requests rather than two allocations for each.
+static DEFAULT_BACKEND_POLICY: LazyLock<Arc<BackendPolicy>> = LazyLock::new(Arc::default);
+
 impl Inner {
     /// The `DestinationRule` policy of `service`, or Istio's defaults.
     fn backend_policy(&self, service: &Service) -> Arc<BackendPolicy> {
@@ -271,7 +275,7 @@ impl Inner {
             .snapshot()
             .backend_policy(&service.hostname)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_else(|| DEFAULT_BACKEND_POLICY.clone())
     }
 }
 

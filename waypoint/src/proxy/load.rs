@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+use super::Candidates;
 use crate::balance::{BackendPolicy, Draw, pick};
 use crate::outlier::{AttemptResult, OutlierState};
 
@@ -76,10 +77,10 @@ impl Loads {
         {
             return Err(Refusal::Overflow);
         }
-        let usable: Vec<usize> = (0..candidates.len())
+        let usable: Candidates<usize> = (0..candidates.len())
             .filter(|&i| !load.outlier.is_ejected(&candidates[i], now))
             .collect();
-        let in_flight: Vec<u64> = usable
+        let in_flight: Candidates<u64> = usable
             .iter()
             .map(|&i| load.in_flight.get(&candidates[i]).copied().unwrap_or(0))
             .collect();

@@ -87,7 +87,7 @@ impl Copy {
     async fn send(self, endpoint: super::upstream::Endpoint, request: Request<UpstreamBody>) {
         let addr = endpoint.addr;
         let exchange = async {
-            let cert = self.certs.fetch(&self.identity);
+            let cert = super::CertRequest::new(&*self.certs, &self.identity);
             let response = self.upstreams.send(&endpoint, cert, request).await?;
             let status = response.status();
             // Read to the end so that the connection can be reused.

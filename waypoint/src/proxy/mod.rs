@@ -74,6 +74,10 @@ use crate::trace::Tracer;
 pub use inbound::TlsCache;
 pub use upstream::SourceConnector;
 
+/// One value per endpoint of a service, for one attempt: on the stack up
+/// to 8 endpoints, where most services are.
+pub(crate) type Candidates<T> = smallvec::SmallVec<[T; 8]>;
+
 /// The future a [`CertSource`] returns.
 pub type CertFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Arc<WorkloadCert>, CertManagerError>> + Send + 'a>>;
@@ -87,6 +91,25 @@ pub trait CertSource: Send + Sync + fmt::Debug + 'static {
 impl<C: CaClient> CertSource for CertManager<C> {
     fn fetch<'a>(&'a self, identity: &'a Identity) -> CertFuture<'a> {
         Box::pin(CertManager::fetch(self, identity))
+    }
+}
+
+/// The waypoint's certificate, fetched only if asked for: an upstream
+/// attempt needs it only to open a tunnel, which most attempts do not
+/// (they reuse a pooled connection), and fetching makes a boxed future.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CertRequest<'a> {
+    source: &'a dyn CertSource,
+    identity: &'a Identity,
+}
+
+impl<'a> CertRequest<'a> {
+    pub(crate) fn new(source: &'a dyn CertSource, identity: &'a Identity) -> Self {
+        CertRequest { source, identity }
+    }
+
+    pub(crate) fn fetch(self) -> CertFuture<'a> {
+        self.source.fetch(self.identity)
     }
 }
 

@@ -35,12 +35,12 @@ use tokio::io::AsyncWriteExt;
 use tracing::{debug, field, info};
 use workload::Workload;
 
-use super::Inner;
 use super::pool::TcpSlot;
 use super::request::Downstream;
 use super::sniff::Prefixed;
 use super::upgrade::Counting;
 use super::upstream::{Stream, UpstreamError};
+use super::{CertRequest, Inner};
 use crate::balance::Limits;
 use crate::metrics::{Connection, ConnectionLabels, Metrics, ResponseFlag, TcpSample};
 
@@ -157,7 +157,7 @@ impl Inner {
         passthrough.destination = Some(endpoint.workload.clone());
         passthrough.dst_addr = Some(endpoint.addr);
         self.upstreams
-            .connect(&endpoint, self.certs.fetch(&self.identity))
+            .connect(&endpoint, CertRequest::new(&*self.certs, &self.identity))
             .await
             .map_err(Refused::Upstream)
     }

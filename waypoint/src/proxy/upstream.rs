@@ -35,7 +35,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use tracing::debug;
 use workload::{Service, TunnelProtocol, Workload};
 
-use super::CertFuture;
 pub(crate) use super::body::UpstreamBody;
 use super::load::{InFlight, Loads, Refusal};
 use super::pool::{
@@ -43,6 +42,7 @@ use super::pool::{
     UpgradedConnection,
 };
 use super::upgrade;
+use super::{Candidates, CertRequest};
 use crate::balance::{BackendPolicy, Limits};
 use crate::metrics::ResponseFlag;
 
@@ -168,26 +168,28 @@ impl Upstreams {
         tried: &[SocketAddr],
         policy: &Arc<BackendPolicy>,
     ) -> Result<(Endpoint, InFlight), Refusal> {
-        let key = service.key();
-        let mut candidates: Vec<Endpoint> = endpoints
-            .filter(|w| w.healthy)
-            .filter_map(|w| {
-                let target = w.target_port(&key, port)?;
-                let ip = *w.addresses.first()?;
-                Some(Endpoint {
-                    workload: w.clone(),
-                    addr: SocketAddr::new(ip, target),
-                    service: service.hostname.clone(),
-                    limits: policy.limits,
+        // On the stack, as `addrs` below: each attempt builds them.
+        let mut candidates: Candidates<Endpoint> = service.with_key(|key| {
+            endpoints
+                .filter(|w| w.healthy)
+                .filter_map(|w| {
+                    let target = w.target_port(key, port)?;
+                    let ip = *w.addresses.first()?;
+                    Some(Endpoint {
+                        workload: w.clone(),
+                        addr: SocketAddr::new(ip, target),
+                        service: service.hostname.clone(),
+                        limits: policy.limits,
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        });
         // Envoy's `previous_hosts` predicate: a retry goes elsewhere when
         // it can, so that one bad endpoint of several is recoverable.
         if candidates.iter().any(|e| !tried.contains(&e.addr)) {
             candidates.retain(|e| !tried.contains(&e.addr));
         }
-        let addrs: Vec<SocketAddr> = candidates.iter().map(|e| e.addr).collect();
+        let addrs: Candidates<SocketAddr> = candidates.iter().map(|e| e.addr).collect();
         // Only first attempts turn the round-robin wheel: were retries to
         // turn it too, with two endpoints every first attempt would land
         // on the failing one.
@@ -213,16 +215,17 @@ impl Upstreams {
 
     /// Opens a byte stream to `endpoint`: a tunnel through its ztunnel, or
     /// TCP. For TCP passthrough, and under each new HTTP connection. `cert`
-    /// (the waypoint's own) is awaited only for a tunnel.
+    /// (the waypoint's own) is fetched only for a tunnel.
     pub(crate) async fn connect(
         &self,
         endpoint: &Endpoint,
-        cert: CertFuture<'_>,
+        cert: CertRequest<'_>,
     ) -> Result<Box<dyn Stream>, UpstreamError> {
         let addr = endpoint.addr;
         match endpoint.workload.protocol {
             TunnelProtocol::Hbone => {
                 let cert = cert
+                    .fetch()
                     .await
                     .map_err(|source| UpstreamError::Certificate { addr, source })?;
                 let request = hbone::ConnectRequest {
@@ -255,12 +258,12 @@ impl Upstreams {
     /// One attempt: sends `request` to `endpoint` on a pooled connection
     /// of its service that is free, or on a new one, waiting for either
     /// when the service's limits say so, and returns the response head
-    /// with its body still streaming. `cert` is awaited only to open a
+    /// with its body still streaming. `cert` is fetched only to open a
     /// tunnel. `Overflow` when the line of waiting requests is full.
     pub(crate) async fn send(
         &self,
         endpoint: &Endpoint,
-        cert: CertFuture<'_>,
+        cert: CertRequest<'_>,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = endpoint.addr;
@@ -312,7 +315,7 @@ impl Upstreams {
         &self,
         endpoint: &Endpoint,
         slot: Slot,
-        cert: CertFuture<'_>,
+        cert: CertRequest<'_>,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = endpoint.addr;
