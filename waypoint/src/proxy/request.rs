@@ -584,6 +584,16 @@ fn filter_failed(error: filter::FilterError) -> LocalReply {
 /// HTTP/1 in origin form with a `Host`, HTTP/2 with scheme and authority.
 fn prepare_upstream_head(parts: &mut http::request::Parts, service: &Service, port: u16) {
     strip_hop_by_hop(&mut parts.headers);
+    if parts.version == Version::HTTP_2
+        && parts.uri.scheme() == Some(&Scheme::HTTP)
+        && parts.uri.authority().is_some()
+        && parts.uri.path_and_query().is_some()
+    {
+        // As HTTP/2 clients send it: rebuilding the URI would copy its
+        // authority twice for the same URI.
+        parts.headers.remove(HOST);
+        return;
+    }
     let authority = parts
         .uri
         .authority()
