@@ -6,6 +6,9 @@
 
 mod buffer;
 mod plain;
+mod values;
+
+pub use values::socket_addr;
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

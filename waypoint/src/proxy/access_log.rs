@@ -24,6 +24,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use telemetry::logging::socket_addr;
 use tracing::field;
 use workload::{Service, Workload};
 
@@ -128,12 +129,12 @@ impl RequestLog {
         tracing::info!(
             target: "access",
             protocol = protocol_name(self.version),
-            src.addr = %self.src_addr,
+            src.addr = %socket_addr(self.src_addr),
             src.identity = %self.source_principal,
             src.workload = self.source.as_ref().map(|w| &*w.name),
             dst.service = %self.service.hostname,
             dst.workload = destination.map(|w| &*w.name),
-            dst.addr = self.dst_addr.as_ref().map(field::display),
+            dst.addr = self.dst_addr.map(|addr| field::display(socket_addr(addr))),
             dst.identity = destination.map(|w| field::display(&w.identity)),
             method = %self.method,
             path = %self.path,
