@@ -1,5 +1,7 @@
-# Shared by the e2e benches (run.sh, waypoint.sh): messages, process
+# Shared by the e2e benches (run.sh, the waypoint benches, pgo.sh): messages, process
 # samples, wrk's and h2load's reports and how busy the machine was. Sourced, not run.
+
+bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "e2e/bench: $*"; exit 1; }
@@ -14,6 +16,17 @@ sample() {
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
     echo "$((fields[11] + fields[12])) $rss $hwm"
+}
+
+# waypoint_mesh_up <meshctl> [rx_threads]: brings up $MESHCTL_MESH from
+# waypoint-topology.yaml with the waypoint of namespace wp, and, when
+# [rx_threads] is 1, the links' receive work in kernel threads
+# (rx_in_threads). The waypoint benches all measure this mesh.
+waypoint_mesh_up() {
+    local meshctl=$1 rx_threads=${2:-0}
+    "$meshctl" up -f "$bench_dir/waypoint-topology.yaml" --name "$MESHCTL_MESH" >/dev/null
+    "$meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
+    if ((rx_threads)); then rx_in_threads "$MESHCTL_MESH"; fi
 }
 
 # rx_in_threads <mesh>: the receive work of every veth in <mesh>'s

@@ -90,8 +90,7 @@ trap 'exit 143' TERM
 # up: the bench mesh, its waypoint and the training config, in force.
 up() {
     local meshctl=$work/bin/meshctl
-    "$meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$MESHCTL_MESH" >/dev/null
-    "$meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
+    waypoint_mesh_up "$meshctl"
     "$meshctl" apply -f "$repo/e2e/bench/pgo-training.yaml" >/dev/null
     # The echo server answers with the headers it got: the route's filter
     # shows once the route is in force.

@@ -51,9 +51,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$bin/meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$MESHCTL_MESH" >/dev/null
-"$bin/meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
-if [[ ${RX_THREADS:-0} == 1 ]]; then rx_in_threads "$MESHCTL_MESH"; fi
+rx_threads=${RX_THREADS:-0}
+[[ $rx_threads == [01] ]] || die "RX_THREADS=$rx_threads: 0 or 1"
+waypoint_mesh_up "$bin/meshctl" "$rx_threads"
 state=$MESHCTL_STATE_DIR/$MESHCTL_MESH/state.json
 waypoint=$(mesh_pid "$state" pod/wp/waypoint)
 ztunnel_a=$(mesh_pid "$state" ztunnel/node-a)

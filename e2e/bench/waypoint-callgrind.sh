@@ -57,8 +57,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$bin/meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$MESHCTL_MESH" >/dev/null
-"$bin/meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
+waypoint_mesh_up "$bin/meshctl"
 state=$MESHCTL_STATE_DIR/$MESHCTL_MESH/state.json
 waypoint=$(mesh_pid "$state" pod/wp/waypoint)
 url=http://server.wp:8080/

@@ -86,9 +86,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 log "bringing up mesh $mesh and the waypoint of wp..."
-"$meshctl" up -f "$repo/e2e/bench/waypoint-topology.yaml" --name "$mesh" >/dev/null
-"$meshctl" waypoint apply -n wp --enroll-namespace >/dev/null
-if ((rx_threads)); then rx_in_threads "$mesh"; fi
+waypoint_mesh_up "$meshctl" "$rx_threads"
 state=$MESHCTL_STATE_DIR/$mesh/state.json
 waypoint_pid=$(mesh_pid "$state" pod/wp/waypoint)
 # The clients' node's ztunnel: on the mesh path it is one user-space hop
