@@ -49,16 +49,16 @@ impl Service {
         let (namespace, hostname) = (self.namespace.as_bytes(), self.hostname.as_bytes());
         let len = namespace.len() + 1 + hostname.len();
         let mut buffer = [0u8; KEY_BUFFER];
-        let Some(key) = buffer.get_mut(..len) else {
-            return f(&self.key());
-        };
-        key[..namespace.len()].copy_from_slice(namespace);
-        key[namespace.len()] = b'/';
-        key[namespace.len() + 1..].copy_from_slice(hostname);
-        match std::str::from_utf8(key) {
-            Ok(key) => f(key),
-            // Two strs and a '/' are UTF-8; never taken.
-            Err(_) => f(&self.key()),
+        // Two strs and a '/' are UTF-8: only a key too long falls back.
+        let stacked = buffer.get_mut(..len).and_then(|key| {
+            key[..namespace.len()].copy_from_slice(namespace);
+            key[namespace.len()] = b'/';
+            key[namespace.len() + 1..].copy_from_slice(hostname);
+            std::str::from_utf8(key).ok()
+        });
+        match stacked {
+            Some(key) => f(key),
+            None => f(&self.key()),
         }
     }
 

@@ -391,14 +391,27 @@ impl Drop for TunnelLog {
     }
 }
 
-/// Strips the hop-by-hop headers (RFC 9110, section 7.6.1): they describe
-/// one connection, and each side of the waypoint has its own.
+/// The headers that describe one connection (RFC 9110, section 7.6.1, and
+/// the pre-standard `keep-alive` and `proxy-connection`), besides those
+/// that `connection` names.
+static HOP_BY_HOP: [http::HeaderName; 8] = [
+    http::header::CONNECTION,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+];
+
+/// Strips the hop-by-hop headers: they describe one connection, and each
+/// side of the waypoint has its own.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    use http::header::{CONNECTION, PROXY_AUTHENTICATE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    use http::header::{CONNECTION, TE};
     // Most messages carry none: one pass over their few names decides,
-    // instead of a hashed removal for each of the eight below, twice a
-    // request.
-    if !headers.keys().any(is_hop_by_hop) {
+    // instead of a hashed removal for each of the eight, twice a request.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
     let named: Vec<http::HeaderName> = headers
@@ -416,37 +429,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let keep_te = headers
         .get(TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in [
-        CONNECTION,
-        PROXY_AUTHENTICATE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
+    for name in HOP_BY_HOP.iter().filter(|&name| !(keep_te && *name == TE)) {
         headers.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(name);
-    }
-    if !keep_te {
-        headers.remove(TE);
-    }
-}
-
-/// The names [`strip_hop_by_hop`] removes whatever `connection` says.
-fn is_hop_by_hop(name: &http::HeaderName) -> bool {
-    use http::header::{CONNECTION, PROXY_AUTHENTICATE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-    [
-        CONNECTION,
-        PROXY_AUTHENTICATE,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ]
-    .contains(name)
-        || name == "keep-alive"
-        || name == "proxy-connection"
 }
 
 #[cfg(test)]
