@@ -58,6 +58,7 @@
 //!   span per attempt), W3C `traceparent` continued or started, sampling;
 //!   exported by `telemetry::otlp` when an OTLP endpoint is set.
 //! - `config`: flags and environment, with Istio's variable names.
+//! - `fast_map`: the hash map of the request path's lookups.
 //! - `admin`: the admin server's pages (15000, loopback): the services
 //!   served with their endpoints, routes and policies, the certificate,
 //!   the control-plane connection, the log filter.
@@ -70,6 +71,7 @@ pub mod authz;
 pub mod balance;
 pub mod breaker;
 pub mod config;
+mod fast_map;
 pub mod fault;
 pub mod filter;
 pub mod located;

@@ -23,9 +23,10 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use crate::fast_map::FastMap;
 
 /// Envoy's default `max_ejection_time`.
 pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
@@ -55,7 +56,7 @@ pub enum AttemptResult {
 /// What the detector knows of each endpoint of one service.
 #[derive(Debug, Clone, Default)]
 pub struct OutlierState {
-    endpoints: HashMap<SocketAddr, EndpointHealth>,
+    endpoints: FastMap<SocketAddr, EndpointHealth>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -7,11 +7,12 @@
 //! passes `now` and a random fraction in, so that the budget over
 //! simulated minutes and the jitter bounds are unit-tested without sleeps.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode};
+
+use crate::fast_map::FastMap;
 
 /// A request body is kept for replay only up to this size (Envoy's
 /// default buffer limit is of the same order); a larger one streams once.
@@ -169,7 +170,7 @@ fn in_window(bucket: u64, now: u64) -> bool {
 /// waypoint has sent to.
 #[derive(Debug, Default)]
 pub struct RetryBudgets {
-    by_service: Mutex<HashMap<Arc<str>, RetryBudget>>,
+    by_service: Mutex<FastMap<Arc<str>, RetryBudget>>,
 }
 
 // === impl RetryBudgets ===

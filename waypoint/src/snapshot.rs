@@ -14,7 +14,6 @@
 //! that disagrees with the resource's own fields is rejected, because the
 //! client tracks versions by name and a removal would miss the entry.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -22,6 +21,7 @@ use proto::waypoint as pb;
 
 use crate::authz::ServicePolicies;
 use crate::balance::BackendPolicy;
+use crate::fast_map::FastMap;
 use crate::fault::ServiceFaults;
 use crate::route::{RouteTable, ServiceKey};
 
@@ -38,13 +38,13 @@ pub struct Rejected {
 #[derive(Debug, Clone, Default)]
 pub struct WaypointConfig {
     /// By service hostname and port.
-    routes: HashMap<ServiceKey, Arc<RouteTable>>,
+    routes: FastMap<ServiceKey, Arc<RouteTable>>,
     /// By service hostname.
-    policies: HashMap<Arc<str>, Arc<ServicePolicies>>,
+    policies: FastMap<Arc<str>, Arc<ServicePolicies>>,
     /// By service hostname.
-    faults: HashMap<Arc<str>, Arc<ServiceFaults>>,
+    faults: FastMap<Arc<str>, Arc<ServiceFaults>>,
     /// By service hostname.
-    backends: HashMap<Arc<str>, Arc<BackendPolicy>>,
+    backends: FastMap<Arc<str>, Arc<BackendPolicy>>,
 }
 
 /// The published snapshot. One writer (the xDS handler), many readers.

@@ -10,7 +10,6 @@
 //! dropped, so a cancelled attempt (timeout, client gone) cannot leak a
 //! count.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -19,18 +18,19 @@ use tracing::info;
 
 use super::Candidates;
 use crate::balance::{BackendPolicy, Draw, pick};
+use crate::fast_map::FastMap;
 use crate::outlier::{AttemptResult, OutlierState};
 
 /// Per service hostname.
 #[derive(Debug, Default)]
 pub(crate) struct Loads {
-    services: Mutex<HashMap<Arc<str>, ServiceLoad>>,
+    services: Mutex<FastMap<Arc<str>, ServiceLoad>>,
 }
 
 #[derive(Debug, Default)]
 struct ServiceLoad {
     round_robin: usize,
-    in_flight: HashMap<SocketAddr, u64>,
+    in_flight: FastMap<SocketAddr, u64>,
     total_in_flight: u64,
     outlier: OutlierState,
 }

@@ -60,7 +60,7 @@
 //! the first waiting request that may open, as a closed HTTP
 //! connection's does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +78,7 @@ use self::idle::IdleClock;
 use super::body::UpstreamBody;
 use crate::balance::Limits;
 use crate::breaker::{self, Admission, ConnectionCounts};
+use crate::fast_map::FastMap;
 
 /// Which connections of a service a request may use.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,7 +109,7 @@ const MAX_KEPT_PER_ENDPOINT: usize = 64;
 /// waypoint.
 #[derive(Debug, Default)]
 pub(super) struct ConnectionPool {
-    services: Mutex<HashMap<Arc<str>, ServiceConnections>>,
+    services: Mutex<FastMap<Arc<str>, ServiceConnections>>,
 }
 
 #[derive(Debug, Default)]
@@ -118,7 +119,7 @@ struct ServiceConnections {
     open: u32,
     /// Per endpoint (and version); an entry goes when its last connection
     /// has closed.
-    endpoints: HashMap<ConnectionKey, EndpointConnections>,
+    endpoints: FastMap<ConnectionKey, EndpointConnections>,
     /// Requests waiting for a connection, first come first served: what
     /// `http1MaxPendingRequests` bounds.
     waiting: VecDeque<Waiter>,
@@ -523,7 +524,7 @@ impl ConnectionPool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, ServiceConnections>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<Arc<str>, ServiceConnections>> {
         self.services.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -630,7 +631,7 @@ fn next_connection_id() -> u64 {
 
 fn counts(
     open: u32,
-    endpoints: &HashMap<ConnectionKey, EndpointConnections>,
+    endpoints: &FastMap<ConnectionKey, EndpointConnections>,
     endpoint: &ConnectionKey,
     waiting: usize,
 ) -> ConnectionCounts {
