@@ -17,10 +17,13 @@
 //! - [`tunnel_copy`]: the same between a [`Tunnel`] and a stream, zero-copy.
 //! - [`server`]: TLS + HTTP/2 accept loop and the [`ConnectHandler`] contract.
 //! - [`pool`]: the client, pooling HTTP/2 connections.
+//! - `coalesce`: the TLS stream under HTTP/2, written to the socket once
+//!   per flush.
 //! - [`connector`]: how the pool opens TCP (a pod's netns, a socket mark).
 //! - [`error`]: what went wrong, and where.
 //! - [`workers`]: thread-per-core serving, each connection on one thread.
 
+mod coalesce;
 pub mod connector;
 pub mod copy;
 pub mod error;

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::{Instrument, debug, debug_span};
 
+use crate::coalesce::Coalesced;
 use crate::connector::{Connector, DirectConnector};
 use crate::error::Error;
 use crate::settings::H2Settings;
@@ -315,7 +316,7 @@ impl Pool {
         let connected = config
             .h2
             .client_builder()
-            .handshake::<_, Bytes>(tls)
+            .handshake::<_, Bytes>(Coalesced::new(tls))
             .await
             .map_err(|source| Error::Http2 { addr, source })?;
         debug!(dst.addr = %addr, src.identity = %request.source.identity, "HBONE connection established");
@@ -329,7 +330,8 @@ impl Pool {
     }
 }
 
-type H2Connection = h2::client::Connection<tokio_rustls::client::TlsStream<TcpStream>, Bytes>;
+type H2Connection =
+    h2::client::Connection<Coalesced<tokio_rustls::client::TlsStream<TcpStream>>, Bytes>;
 
 /// Sends the `CONNECT` and waits for the answer.
 async fn open_stream(

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use crate::coalesce::Coalesced;
 use crate::settings::H2Settings;
 use crate::tunnel::Tunnel;
 
@@ -199,7 +200,7 @@ impl<H: ConnectHandler> Server<H> {
             .config
             .h2
             .server_builder()
-            .handshake::<_, Bytes>(tls)
+            .handshake::<_, Bytes>(Coalesced::new(tls))
             .await?;
         let mut draining = *drain.borrow();
         if draining {
