@@ -80,14 +80,21 @@ impl<S: AsyncWrite + TlsSession + Unpin> AsyncWrite for Coalesced<S> {
         if bufs.iter().all(|buf| buf.is_empty()) {
             return Poll::Ready(Ok(0));
         }
-        loop {
-            let taken = self.inner.plaintext().write_vectored(bufs)?;
-            if taken > 0 {
-                return Poll::Ready(Ok(taken));
-            }
-            // The session's buffer is at its limit: write it out (waiting
-            // for the socket if it must), then it takes more.
-            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        let taken = self.inner.plaintext().write_vectored(bufs)?;
+        if taken > 0 {
+            return Poll::Ready(Ok(taken));
+        }
+        // The session's buffer is at its limit: write it out (waiting for
+        // the socket if it must), and then it takes more. If it still
+        // takes nothing, it never will (rustls closes a session whose
+        // record numbers run out): an error, not a loop.
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        match self.inner.plaintext().write_vectored(bufs)? {
+            0 => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the TLS session takes no more data, even with its buffer written out",
+            ))),
+            taken => Poll::Ready(Ok(taken)),
         }
     }
 
