@@ -20,7 +20,6 @@
 //! connect failed), closed with the bytes of each direction when the
 //! passthrough ends. Each series' opened minus closed is what is open.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -32,6 +31,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use workload::{Service, Workload};
+
+use crate::fast_map::FastMap;
 
 /// Istio's default buckets of `istio_request_duration_milliseconds`.
 pub const DURATION_BUCKETS_MS: [f64; 19] = [
@@ -372,7 +373,7 @@ pub struct Metrics {
     /// hashes and four locks per request, 3.4% of the waypoint's CPU at
     /// one connection). Series are never removed, so a handle here is the
     /// family's own.
-    series: RwLock<HashMap<RequestLabels, Series, foldhash::fast::RandomState>>,
+    series: RwLock<FastMap<RequestLabels, Series>>,
 }
 
 /// Handles on the families' series of one label set; prometheus-client's

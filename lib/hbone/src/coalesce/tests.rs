@@ -147,14 +147,11 @@ async fn a_full_session_buffer_is_written_out_and_takes_more() {
 /// connection: one socket write through `Coalesced`, two without.
 async fn socket_writes_for_two_frames(coalesce: bool) -> usize {
     let (client, server, writes) = tls_pair().await;
-    let (mut send, connection, mut accepted) = if coalesce {
-        let (send, connection) = h2::client::handshake(Coalesced::new(client)).await.unwrap();
-        let driver = tokio::spawn(connection);
-        (send, driver, serve_h2(server))
+    let mut accepted = serve_h2(server);
+    let (mut send, connection) = if coalesce {
+        h2_client(Coalesced::new(client)).await
     } else {
-        let (send, connection) = h2::client::handshake(client).await.unwrap();
-        let driver = tokio::spawn(connection);
-        (send, driver, serve_h2(server))
+        h2_client(client).await
     };
     let mut streams = Vec::new();
     for _ in 0..2 {
@@ -179,6 +176,18 @@ async fn socket_writes_for_two_frames(coalesce: bool) -> usize {
     let count = writes.load(Ordering::Relaxed) - before;
     connection.abort();
     count
+}
+
+/// An HTTP/2 client on `io`, its connection driven by a task of its own.
+async fn h2_client<IO>(io: IO) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = h2::client::handshake(io).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (send, driver)
 }
 
 /// Serves h2 on `tls`; sends 0 for each stream accepted, then the length
